@@ -1,0 +1,54 @@
+"""The core's own components, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from clear_bench import hookimpl
+from clear_bench.specs import AggregatorSpec, Option
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _build_abmil(in_dim: int, n_outputs: int, options: Mapping[str, Any]) -> nn.Module:
+    from clear_bench.aggregators.abmil import ABMIL
+
+    return ABMIL(in_dim, n_outputs, **options)
+
+
+def _build_pma(in_dim: int, n_outputs: int, options: Mapping[str, Any]) -> nn.Module:
+    from clear_bench.aggregators.pma import PMA
+
+    return PMA(in_dim, n_outputs, **options)
+
+
+def _build_mean_pool(in_dim: int, n_outputs: int, options: Mapping[str, Any]) -> nn.Module:
+    from clear_bench.aggregators.meanpool import MeanPool
+
+    return MeanPool(in_dim, n_outputs, **options)
+
+
+_HIDDEN = Option(int, 128, "width of the instance projection")
+_DROPOUT = Option(float, 0.25, "dropout after the instance projection")
+
+
+@hookimpl
+def clear_bench_aggregators() -> list[AggregatorSpec]:
+    return [
+        AggregatorSpec(
+            "abmil", _build_abmil, "attention-based MIL (Ilse et al. 2018), gated by default",
+            options={"hidden_dim": _HIDDEN, "attention_dim": Option(int, 64, "attention branch width"),
+                     "dropout": _DROPOUT, "gated": Option(bool, True, "gated attention branch")},
+        ),
+        AggregatorSpec(
+            "pma", _build_pma, "pooling by multi-head attention with learned seeds (Set Transformer)",
+            options={"hidden_dim": _HIDDEN, "num_heads": Option(int, 4, "attention heads"),
+                     "num_seeds": Option(int, 1, "learned seed vectors"), "dropout": _DROPOUT},
+        ),
+        AggregatorSpec(
+            "mean-pool", _build_mean_pool, "mean of projected instances + linear (baseline)",
+            options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT},
+        ),
+    ]

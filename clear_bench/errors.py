@@ -1,0 +1,27 @@
+"""Errors that are the user's to fix: the CLI prints them without a traceback and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, data, plugin): shown as a plain message, exit code 2."""
+
+    def __init__(self, message: str, *, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or [message]
+
+
+class ConfigError(UserError):
+    """One or more problems in a YAML config; ``lines`` holds one line per problem."""
+
+
+class PluginError(UserError):
+    """A plugin could not be loaded, or two plugins provide the same name."""
+
+
+class WeightsNotFoundError(UserError):
+    """Pretrained weights are missing; the message says where the loader looked and how to provide them."""
+
+
+class DataError(UserError):
+    """A scan, label file or annotation cannot be read; the message names the file and the field."""

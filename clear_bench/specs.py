@@ -1,0 +1,212 @@
+"""The things plugins provide: encoders, tasks, scan sources, aggregators (MIL heads) and pretrainers.
+
+A plugin returns these specs from its hooks (see :mod:`clear_bench.hookspecs`). A spec is cheap to create:
+it describes a component and knows how to build it; nothing heavy happens until ``build`` is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # keep `clear-bench plugins` and config validation free of a torch import
+    import numpy as np
+    import torch
+
+    from clear_bench.data.scan import Scan
+
+InputKind = Literal["slice", "volume"]
+LabelType = Literal["binary", "multiclass", "multilabel"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a component accepts under ``options:`` in a YAML config."""
+
+    type: type | tuple[type, ...]
+    default: Any = None
+    help: str = ""
+    choices: Sequence[Any] | None = None
+    required: bool = False
+
+    def type_name(self) -> str:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        return " or ".join(t.__name__ for t in types)
+
+
+Options = Mapping[str, Option]
+
+
+def resolve_options(declared: Options, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults of ``declared`` overlaid with ``given`` (already validated by the config layer)."""
+    values = {key: opt.default for key, opt in declared.items()}
+    values.update(given or {})
+    return values
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an encoder wants its 2D inputs: square size, channel count and intensity normalisation.
+
+    The harness windows HU to [0, 1], resizes to ``image_size`` and applies ``(x - mean) / std``.
+    """
+
+    image_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def fingerprint(self) -> str:
+        return stable_hash(asdict(self))
+
+
+@dataclass
+class Encoder:
+    """A built, frozen encoder: ``model(x)`` maps a normalised batch to ``[batch, embed_dim]``.
+
+    For ``input_kind == "slice"`` the batch is ``[B, C, H, W]``; for ``"volume"`` it is ``[B, C, D, H, W]``.
+    ``weights_digest`` identifies the weights (sha256 of the file, or ``random-init:<seed>``), and enters
+    every cache key, so new weights mean new embeddings.
+    """
+
+    name: str
+    model: torch.nn.Module
+    embed_dim: int
+    preprocessing: Preprocessing
+    weights_digest: str
+    input_kind: InputKind = "slice"
+    random_init: bool = False
+    label: str = ""
+    """Human-readable row label; random-init encoders are labelled so in every output."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = f"{self.name} (random init)" if self.random_init else self.name
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """An encoder a plugin offers.
+
+    ``build(options)`` returns an :class:`Encoder`; ``embed_dim`` is the declared output size when it is
+    known without building the model, else ``None`` (it is then measured from the built model).
+    ``weights_source`` says where weights come from (a hub id, a local path option, ``random``...).
+    """
+
+    name: str
+    build: Callable[[Mapping[str, Any]], Encoder]
+    input_kind: InputKind = "slice"
+    embed_dim: int | None = None
+    weights_source: str = ""
+    description: str = ""
+    options: Options = field(default_factory=dict)
+
+
+@dataclass
+class LesionBox:
+    """A lesion's bounding box on one axial slice, in pixel coordinates of that slice (x right, y down)."""
+
+    slice_index: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str | None = None
+
+
+@runtime_checkable
+class ScanSource(Protocol):
+    """A set of scans addressed by pseudonymous ids, read lazily one at a time."""
+
+    name: str
+
+    def scan_ids(self) -> list[str]:
+        """Every scan id this source serves, in a stable order."""
+        ...
+
+    def load(self, scan_id: str) -> Scan:
+        """Read one scan; raise :class:`clear_bench.errors.DataError` naming the file when it is bad."""
+        ...
+
+    def fingerprint(self, scan_id: str) -> str:
+        """A content hash of the scan (file bytes, or generator parameters) that keys its cache entries."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A dataset source: ``build(options)`` returns a :class:`ScanSource`."""
+
+    name: str
+    build: Callable[[Mapping[str, Any]], ScanSource]
+    description: str = ""
+    options: Options = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """What a task yields: its scans and one label vector per scan.
+
+    ``labels[scan_id]`` is a 0/1 vector of length ``len(label_names)`` for binary and multi-label tasks and
+    a one-element class index for multi-class tasks. Scans without a label are left out of ``labels``.
+    """
+
+    label_names: list[str]
+    labels: dict[str, np.ndarray]
+    source: ScanSource
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A clinical endpoint: ``load(options)`` returns :class:`TaskData`."""
+
+    name: str
+    label_type: LabelType
+    load: Callable[[Mapping[str, Any]], TaskData]
+    metric: str = "auroc"
+    description: str = ""
+    options: Options = field(default_factory=dict)
+
+
+@dataclass
+class AggregatorOutput:
+    """Logits ``[B, n_outputs]`` and per-instance attention ``[B, N]`` (zero on padding)."""
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AggregatorSpec:
+    """A MIL head: ``build(in_dim, n_outputs, options)`` returns a module whose
+    ``forward(x [B, N, D], mask [B, N] (True = real instance))`` returns an :class:`AggregatorOutput`."""
+
+    name: str
+    build: Callable[[int, int, Mapping[str, Any]], torch.nn.Module]
+    description: str = ""
+    options: Options = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PretrainerSpec:
+    """A way to train an encoder: ``clear-bench pretrain NAME``.
+
+    ``add_arguments`` declares its command-line flags; ``run(args)`` trains and returns the path of the
+    final encoder checkpoint.
+    """
+
+    name: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Path]
+    description: str = ""
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """A short sha256 of a JSON-serialisable value, independent of dict order."""
+    blob = json.dumps(value, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

@@ -1,0 +1,1 @@
+from clear_bench import hookimpl  # noqa: F401

@@ -1,0 +1,1 @@
+"""One module per ``clear-bench`` sub-command; each offers ``add_parser(subparsers)`` and ``run(args)``."""

@@ -53,10 +53,13 @@ def resolve_options(declared: Options, given: Mapping[str, Any] | None) -> dict[
 class Preprocessing:
     """How an encoder wants its 2D inputs: square size, channel count and intensity normalisation.
 
-    The harness windows HU to [0, 1], resizes to ``image_size`` and applies ``(x - mean) / std``.
+    The harness windows HU to [0, 1], resizes to ``image_size`` and applies ``(x - mean) / std``. An
+    encoder with ``input == "hu"`` (the non-learned reference) receives resized Hounsfield units instead,
+    one channel, no windowing and no normalisation.
     """
 
     image_size: int = 224
+    input: Literal["windowed", "hu"] = "windowed"
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)

@@ -1,0 +1,51 @@
+"""``clear-bench plugins``: every registered component with its provider."""
+
+from __future__ import annotations
+
+import argparse
+
+from clear_bench.registry import KINDS, Registered, load_registry
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("plugins", help="list encoders, tasks, sources, aggregators, pretrainers",
+                                   description="List every registered component and where it comes from.")
+    parser.add_argument("--kind", choices=KINDS, help="only this kind")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = load_registry(args.plugin)
+    for kind in (args.kind,) if args.kind else KINDS:
+        table = registry.of_kind(kind)
+        print(f"\n{kind} ({len(table)})")
+        rows = [_row(kind, name, entry) for name, entry in sorted(table.items())]
+        headers = ["name", "provider", "version", *(_EXTRA.get(kind, ())), "description"]
+        print(format_table(headers, rows))
+    if registry.failures:
+        print("\nplugins that failed to load:")
+        for failure in registry.failures:
+            print(f"  - {failure}")
+    return 0
+
+
+_EXTRA = {"encoders": ("input", "embed dim", "weights"), "tasks": ("labels", "metric")}
+
+
+def _row(kind: str, name: str, entry: Registered) -> list[str]:
+    spec, provider = entry.spec, entry.provider
+    extra: list[str] = []
+    if kind == "encoders":
+        dim = str(spec.embed_dim) if spec.embed_dim else "from model"
+        extra = [spec.input_kind, dim, spec.weights_source or "-"]
+    elif kind == "tasks":
+        extra = [spec.label_type, spec.metric]
+    return [name, provider.distribution, provider.version, *extra, spec.description]
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in [headers, ["-" * w for w in widths], *rows]]
+    return "\n".join("  " + line for line in lines)

@@ -1,0 +1,401 @@
+"""The benchmark YAML: schema, loading and validation.
+
+Every problem is reported on its own line naming the YAML file, the line, the key path and what was
+expected, e.g. ``benchmarks/all.yaml:7: encoders[1].name: unknown encoder 'vitt' (known: ...)``. Paths in
+the YAML are relative to the YAML file's folder, so a config means the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clear_bench.errors import ConfigError
+from clear_bench.registry import Registry
+from clear_bench.specs import Option, Options
+
+
+@dataclass(frozen=True)
+class ComponentRef:
+    """One encoder, task or aggregator entry: plugin name, row id and its options."""
+
+    name: str
+    id: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    windows: tuple[str, ...] = ("soft-tissue", "lung", "bone")
+    window_mode: str = "per-window"
+    slice_step: int = 1
+    slice_spacing_mm: float | None = None
+    image_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    batch_size: int = 64
+    num_workers: int = 2
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class CrossValConfig:
+    folds: int = 5
+    seed: int = 0
+    val_fraction: float = 0.2
+    epochs: int = 30
+    patience: int = 5
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    batch_size: int = 16
+    max_instances: int = 256
+    bootstrap: int = 1000
+    shuffle_controls: int = 0
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """A validated benchmark: what to compare (encoders x tasks x aggregators) and how."""
+
+    path: Path
+    name: str
+    device: str
+    seed: int
+    output_dir: Path
+    cache_dir: Path
+    leaderboard_dir: Path
+    plugins: tuple[Path, ...]
+    preprocessing: PreprocessingConfig
+    extraction: ExtractionConfig
+    crossval: CrossValConfig
+    encoders: tuple[ComponentRef, ...]
+    tasks: tuple[ComponentRef, ...]
+    aggregators: tuple[ComponentRef, ...]
+
+
+# --- schema --------------------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, dict[str, Option]] = {
+    "preprocessing": {
+        "windows": Option(list, ["soft-tissue", "lung", "bone"],
+                          "HU windows: preset names or 'W<width>L<level>' (e.g. W350L50)"),
+        "window_mode": Option(str, "per-window", "one image per window, or windows stacked as channels",
+                              choices=("per-window", "stacked")),
+        "slice_step": Option(int, 1, "use every k-th axial slice"),
+        "slice_spacing_mm": Option((float, int, type(None)), None, "select slices this far apart (mm)"),
+        "image_size": Option((int, type(None)), None, "input size; default: the encoder's own"),
+    },
+    "extraction": {
+        "batch_size": Option(int, 64, "slices per forward pass"),
+        "num_workers": Option(int, 2, "DataLoader workers that read and window scans"),
+        "precision": Option(str, "auto", "autocast precision", choices=("auto", "fp32", "bf16")),
+    },
+    "crossval": {
+        "folds": Option(int, 5, "K of the patient-level K-fold"),
+        "seed": Option(int, 0, "seed of the splits and of every head's initialisation"),
+        "val_fraction": Option((float, int), 0.2, "inner validation share of the training folds"),
+        "epochs": Option(int, 30, "maximum epochs per fold"),
+        "patience": Option(int, 5, "early-stopping patience on validation loss"),
+        "lr": Option((float, int), 1e-4, "AdamW learning rate"),
+        "weight_decay": Option((float, int), 1e-2, "AdamW weight decay"),
+        "batch_size": Option(int, 16, "bags per optimisation step"),
+        "max_instances": Option(int, 256, "instances sampled per training bag"),
+        "bootstrap": Option(int, 1000, "patient-level bootstrap resamples"),
+        "shuffle_controls": Option(int, 0, "label-shuffle control runs"),
+    },
+}
+
+_TOP: dict[str, Option] = {
+    "name": Option(str, None, "benchmark name (default: the YAML file's stem)"),
+    "device": Option(str, "auto", "auto, cpu, cuda or cuda:N"),
+    "seed": Option(int, 0, "global seed"),
+    "output_dir": Option(str, None, "run folder (default: runs/<name> beside the YAML's parent)"),
+    "cache_dir": Option(str, None, "embedding cache (default: the user cache folder)"),
+    "leaderboard_dir": Option(str, None, "markdown leaderboards (default: <output_dir>/leaderboards)"),
+    "plugins": Option(list, [], "local plugin files or folders"),
+    "preprocessing": Option(dict, {}, "slice windowing and selection"),
+    "extraction": Option(dict, {}, "embedding extraction settings"),
+    "crossval": Option(dict, {}, "cross-validation protocol"),
+    "encoders": Option(list, None, "encoders to compare", required=True),
+    "tasks": Option(list, None, "tasks to evaluate on", required=True),
+    "aggregators": Option(list, [{"name": "abmil"}], "MIL heads"),
+}
+
+_COMPONENT_KEYS: dict[str, Option] = {
+    "name": Option(str, None, "registered plugin name", required=True),
+    "id": Option(str, None, "row label (default: the name; must be unique)"),
+    "options": Option(dict, {}, "the component's own options"),
+}
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects one line per problem, each located in the YAML file."""
+
+    def __init__(self, path: Path, lines: Mapping[str, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.items: list[str] = []
+
+    def add(self, key_path: str, message: str) -> None:
+        line = self._line_of(key_path)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        self.items.append(f"{where}: {key_path or '<top>'}: {message}")
+
+    def _line_of(self, key_path: str) -> int | None:
+        """The line of ``key_path``, or of its nearest parent that exists in the file."""
+        while key_path and key_path not in self.lines:
+            key_path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key_path)
+        return self.lines.get(key_path) if key_path else None
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Safely parse a YAML file; returns the data and a map from key path to 1-based line number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        _index_lines(node, "", lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+    lines.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            _index_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, f"{prefix}[{index}]", lines)
+
+
+def load_benchmark(path: str | Path, registry: Registry | None = None) -> BenchmarkConfig:
+    """Read and validate a benchmark YAML. Raises :class:`ConfigError` listing every problem.
+
+    Without a ``registry`` the structure is checked but plugin names and their options are not.
+    """
+    path = Path(path)
+    data, lines = read_yaml(path)
+    problems = _Problems(path, lines)
+    if not isinstance(data, dict):
+        problems.add("", f"expected a mapping of settings, got {_describe(data)}")
+        raise ConfigError(problems.items[0], lines=problems.items)
+
+    top = _check_mapping(data, _TOP, "", problems)
+    sections = {name: _check_mapping(top.get(name) or {}, schema, name, problems)
+                for name, schema in _SECTIONS.items() if isinstance(top.get(name, {}), dict)}
+    base = path.parent
+    plugin_paths: list[Path] = []
+    for index, entry in enumerate(top.get("plugins") or []):
+        key = f"plugins[{index}]"
+        if not isinstance(entry, str):
+            problems.add(key, f"expected a path (str), got {_describe(entry)}")
+            continue
+        candidate = (base / entry).resolve()
+        if not candidate.exists():
+            problems.add(key, f"plugin file or folder not found: {candidate}")
+        plugin_paths.append(candidate)
+
+    components = {kind: _check_components(top.get(kind), kind, problems)
+                  for kind in ("encoders", "tasks", "aggregators") if kind in top}
+    if registry is not None:
+        for kind, refs in components.items():
+            for index, ref in refs:
+                _check_against_registry(ref, kind, index, registry, base, problems)
+
+    windows = sections.get("preprocessing", {}).get("windows", [])
+    if isinstance(windows, list):
+        _check_windows(windows, problems)
+
+    if problems.items:
+        raise ConfigError(problems.items[0], lines=problems.items)
+
+    name = top.get("name") or path.stem
+    output_dir = _resolve(base, top.get("output_dir")) or (base.parent / "runs" / name).resolve()
+    prep = sections["preprocessing"]
+    return BenchmarkConfig(
+        path=path.resolve(),
+        name=name,
+        device=top["device"],
+        seed=top["seed"],
+        output_dir=output_dir,
+        cache_dir=_resolve(base, top.get("cache_dir")) or default_cache_dir() / "embeddings",
+        leaderboard_dir=_resolve(base, top.get("leaderboard_dir")) or output_dir / "leaderboards",
+        plugins=tuple(plugin_paths),
+        preprocessing=PreprocessingConfig(
+            windows=tuple(prep["windows"]), window_mode=prep["window_mode"], slice_step=prep["slice_step"],
+            slice_spacing_mm=prep["slice_spacing_mm"], image_size=prep["image_size"]),
+        extraction=ExtractionConfig(**sections["extraction"]),
+        crossval=CrossValConfig(**sections["crossval"]),
+        encoders=tuple(ref for _, ref in components["encoders"]),
+        tasks=tuple(ref for _, ref in components["tasks"]),
+        aggregators=tuple(ref for _, ref in components.get("aggregators", _default_aggregators())),
+    )
+
+
+def default_cache_dir() -> Path:
+    """The user cache folder: ``$CLEAR_BENCH_CACHE``, else ``$XDG_CACHE_HOME/clear-bench``."""
+    if os.environ.get("CLEAR_BENCH_CACHE"):
+        return Path(os.environ["CLEAR_BENCH_CACHE"]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "clear-bench"
+
+
+def _default_aggregators() -> list[tuple[int, ComponentRef]]:
+    return [(0, ComponentRef("abmil", "abmil", {}))]
+
+
+def _resolve(base: Path, value: str | None) -> Path | None:
+    return (base / value).expanduser().resolve() if value else None
+
+
+def _check_mapping(
+    data: Mapping[str, Any], schema: Options, prefix: str, problems: _Problems
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in schema:
+            problems.add(key_path, f"unknown key{_suggest(str(key), schema)}; expected one of: "
+                                   f"{', '.join(schema)}")
+            continue
+        if _check_value(value, schema[key], key_path, problems):
+            values[key] = value
+    for key, option in schema.items():
+        if key not in data:
+            if option.required:
+                problems.add(f"{prefix}.{key}" if prefix else key, f"required key is missing ({option.help})")
+            else:
+                values[key] = option.default
+    return values
+
+
+def _check_value(value: Any, option: Option, key_path: str, problems: _Problems) -> bool:
+    types = option.type if isinstance(option.type, tuple) else (option.type,)
+    if option.type is Path:
+        types = (str,)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        problems.add(key_path, f"expected {option.type_name()}, got {_describe(value)}")
+        return False
+    if option.choices is not None and value not in option.choices:
+        choices = ", ".join(str(c) for c in option.choices)
+        problems.add(key_path, f"expected one of {choices}, got {value!r}")
+        return False
+    return True
+
+
+def _check_components(entries: Any, kind: str, problems: _Problems) -> list[tuple[int, ComponentRef]]:
+    refs: list[tuple[int, ComponentRef]] = []
+    if not isinstance(entries, list):
+        return refs  # the type problem was reported by the top-level check
+    if not entries:
+        problems.add(kind, f"expected at least one {kind[:-1]}")
+    seen_ids: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        key = f"{kind}[{index}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict):
+            problems.add(key, f"expected a mapping with 'name' (or a plain name), got {_describe(entry)}")
+            continue
+        before = len(problems.items)
+        fields = _check_mapping(entry, _COMPONENT_KEYS, key, problems)
+        if len(problems.items) > before or "name" not in fields:
+            continue
+        options = dict(fields.get("options") or {})
+        ref = ComponentRef(fields["name"], fields.get("id") or fields["name"], options)
+        if ref.id in seen_ids:
+            problems.add(f"{key}.id", f"duplicate row id '{ref.id}' (also {kind}[{seen_ids[ref.id]}]); "
+                                      "give each entry a distinct 'id'")
+            continue
+        seen_ids[ref.id] = index
+        refs.append((index, ref))
+    return refs
+
+
+def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: Registry, base: Path,
+                            problems: _Problems) -> None:
+    table = registry.of_kind(kind)
+    key = f"{kind}[{index}]"
+    if ref.name not in table:
+        known = ", ".join(sorted(table)) or "none installed"
+        failed = [f.plugin for f in registry.failures]
+        hint = f"; plugins that failed to load: {', '.join(failed)}" if failed else ""
+        problems.add(f"{key}.name", f"unknown {kind[:-1]} '{ref.name}'{_suggest(ref.name, table)} "
+                                    f"(known: {known}){hint}")
+        return
+    declared: Options = table[ref.name].spec.options
+    for option_key, value in ref.options.items():
+        option_path = f"{key}.options.{option_key}"
+        if option_key not in declared:
+            expected = ", ".join(declared) or "no options"
+            problems.add(option_path, f"unknown option for {kind[:-1]} '{ref.name}'"
+                                      f"{_suggest(option_key, declared)}; expected: {expected}")
+            continue
+        option = declared[option_key]
+        if not _check_value(value, option, option_path, problems):
+            continue
+        if option.type is Path and value is not None:
+            resolved = (base / str(value)).expanduser().resolve()
+            if not resolved.exists():
+                problems.add(option_path, f"file not found: {resolved}")
+            else:
+                ref.options[option_key] = str(resolved)
+    for option_key, option in declared.items():
+        if option.required and option_key not in ref.options:
+            problems.add(f"{key}.options.{option_key}", f"required option is missing ({option.help})")
+
+
+def _check_windows(windows: Sequence[Any], problems: _Problems) -> None:
+    from clear_bench.data.windowing import PRESETS
+
+    for index, window in enumerate(windows):
+        key = f"preprocessing.windows[{index}]"
+        if not isinstance(window, str):
+            problems.add(key, f"expected a window name or 'W<width>L<level>', got {_describe(window)}")
+        elif window not in PRESETS and not _is_custom_window(window):
+            problems.add(key, f"unknown window '{window}'; expected one of {', '.join(PRESETS)} "
+                              "or 'W<width>L<level>' such as W350L50")
+
+
+def _is_custom_window(text: str) -> bool:
+    return re.fullmatch(r"W\d+(\.\d+)?L-?\d+(\.\d+)?", text) is not None
+
+
+def _suggest(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"

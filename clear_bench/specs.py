@@ -86,6 +86,9 @@ class Encoder:
     random_init: bool = False
     label: str = ""
     """Human-readable row label; random-init encoders are labelled so in every output."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The options it was built with (weights paths excluded: ``weights_digest`` covers them); they enter
+    the embedding cache key, so an option that changes the outputs (pooling, image size...) re-extracts."""
 
     def __post_init__(self) -> None:
         if not self.label:

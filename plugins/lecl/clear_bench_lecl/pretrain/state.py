@@ -1,0 +1,118 @@
+"""Training-state checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+Everything in the file is a tensor, dict, list, tuple, number, bool, None or string; random-number
+generator states are converted to such values (:func:`capture_rng` / :func:`restore_rng`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clear_bench.errors import UserError
+
+STATE_FORMAT = "clear-bench/lecl-train-state"
+STATE_VERSION = 1
+
+
+class ResumeError(UserError):
+    """A training-state checkpoint that cannot be resumed from (missing, unreadable or another run's)."""
+
+
+def checkpoint_stem(arch: str, mode: str, experiment: str) -> str:
+    """``{arch}-moco-{mode}-{experiment}``, the file-name stem of the seed's checkpoints."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "run"
+    return f"{arch}-moco-{mode}-{safe}"
+
+
+def checkpoint_name(stem: str, epoch: int) -> str:
+    """``{stem}-checkpoint_{epoch:04d}.pth.tar``; ``epoch`` counts from 1 (the epoch in progress or done)."""
+    return f"{stem}-checkpoint_{epoch:04d}.pth.tar"
+
+
+def list_checkpoints(folder: Path, stem: str) -> list[Path]:
+    """This run's training-state checkpoints in ``folder``, oldest epoch first."""
+    pattern = re.compile(re.escape(stem) + r"-checkpoint_(\d+)\.pth\.tar$")
+    found = [
+        (int(m.group(1)), p)
+        for p in folder.glob(f"{stem}-checkpoint_*.pth.tar")
+        if (m := pattern.search(p.name))
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never a half-written file)."""
+    buffer = io.BytesIO()
+    torch.save({"format": STATE_FORMAT, "format_version": STATE_VERSION, **state}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a training state (``weights_only=True``); :class:`ResumeError` naming the file otherwise."""
+    if not path.is_file():
+        raise ResumeError(f"--resume: no training-state checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ResumeError(
+            f"{path}: not a readable training-state checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ResumeError(f"{path}: field 'format' is not {STATE_FORMAT!r}; is it an encoder checkpoint?")
+    if state.get("format_version") != STATE_VERSION:
+        raise ResumeError(
+            f"{path}: field 'format_version' is {state.get('format_version')!r}, expected {STATE_VERSION}"
+        )
+    return state
+
+
+def capture_rng() -> dict[str, Any]:
+    """The python, numpy and torch (CPU and CUDA) generator states as checkpoint-safe values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state(
+        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

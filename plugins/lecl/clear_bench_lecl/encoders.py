@@ -1,0 +1,119 @@
+"""The LeCL encoders: ViT, MambaOut and VMamba backbones from a LeCL checkpoint (or random init on request).
+
+Weights come from an encoder checkpoint (``checkpoint: PATH``, written by ``clear-bench pretrain lecl``) and
+are loaded strictly. Random initialisation happens only with ``weights: random``; such an encoder's
+digest is ``random-init:<seed>`` and its label says "random init".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clear_bench.errors import ConfigError, WeightsNotFoundError
+from clear_bench.specs import Encoder, EncoderSpec, Option, Preprocessing, resolve_options
+from clear_bench_lecl.backbones import MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, build_backbone, family
+from clear_bench_lecl.checkpoint import load_encoder_checkpoint
+
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+_FAMILIES = {
+    "lecl-vit": ("vit", VIT_ARCHS, "vit_small_patch16", "ViT (timm; vit_conv_* = MoCo v3 conv stem)"),
+    "lecl-mambaout": ("mambaout", MAMBAOUT_ARCHS, "mambaout_femto", "MambaOut (timm)"),
+    "lecl-vmamba": ("vmamba", VMAMBA_ARCHS, "vmamba_tiny", "VMamba (SS2D cross-scan selective-scan blocks)"),
+}
+
+
+def _options(archs: tuple[str, ...], default_arch: str) -> dict[str, Option]:
+    return {
+        "weights": Option(str, "checkpoint", "'checkpoint' (load option `checkpoint`) or 'random' "
+                          "(random init, labelled so)", choices=("checkpoint", "random")),
+        "checkpoint": Option(Path, None, "LeCL encoder checkpoint written by `clear-bench pretrain lecl`"),
+        "arch": Option(str, None, f"backbone (default {default_arch} for random init, else the checkpoint's)",
+                       choices=archs),
+        "arch_kwargs": Option(dict, {}, "overrides of the arch's defaults for random init (e.g. depth)"),
+        "img_size": Option(int, None, "input size (default: the checkpoint's, 224 for random init)"),
+        "seed": Option(int, 0, "seed of the random initialisation (weights: random)"),
+    }
+
+
+def encoder_specs() -> list[EncoderSpec]:
+    """One spec per backbone family: lecl-vit, lecl-mambaout, lecl-vmamba."""
+    return [
+        EncoderSpec(
+            name=name, build=partial(build_encoder, name), input_kind="slice", embed_dim=None,
+            weights_source="option checkpoint (LeCL encoder checkpoint) or weights: random",
+            description=f"LeCL-pretrained {about}", options=_options(archs, default_arch),
+        )
+        for name, (_, archs, default_arch, about) in _FAMILIES.items()
+    ]
+
+
+def build_encoder(name: str, given: Mapping[str, Any]) -> Encoder:
+    """Build the encoder ``name`` (one of lecl-vit / lecl-mambaout / lecl-vmamba) from its options."""
+    kind, archs, default_arch, _ = _FAMILIES[name]
+    options = resolve_options(_options(archs, default_arch), given)
+    if options["weights"] == "random":
+        return _random_encoder(name, default_arch, options)
+    if options["weights"] != "checkpoint":
+        raise ConfigError(f"{name}: option 'weights' must be 'checkpoint' or 'random', "
+                          f"got {options['weights']!r}")
+    if not options["checkpoint"]:
+        raise WeightsNotFoundError(
+            f"{name}: no checkpoint given (option 'checkpoint' is not set); train one with "
+            "`clear-bench pretrain lecl --config CONFIG` and set `checkpoint: PATH`, or set "
+            "`weights: random` for a random-initialised baseline")
+    path = Path(options["checkpoint"]).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{name}: checkpoint not found: {path.resolve()} (option 'checkpoint'); train one with "
+            "`clear-bench pretrain lecl --config CONFIG`, or set `weights: random` for a random-initialised "
+            "baseline")
+    model, meta = load_encoder_checkpoint(path)
+    arch = meta["arch"]
+    if family(arch) != kind or (options["arch"] and options["arch"] != arch):
+        wanted = options["arch"] or f"a {kind} arch"
+        raise ConfigError(f"{name}: checkpoint {path} holds arch '{arch}', but this encoder expects {wanted} "
+                          "(option 'arch' / the encoder name)")
+    prep = dict(meta["preprocessing"])
+    prep["image_size"] = _checked_img_size(name, path, kind, options["img_size"], prep["image_size"])
+    prep = {key: tuple(value) if isinstance(value, list) else value for key, value in prep.items()}
+    preprocessing = Preprocessing(**prep)
+    return _encoder(name, model, preprocessing, weights_digest=meta["sha256"], random_init=False,
+                    options={"arch": arch, "arch_kwargs": meta["arch_kwargs"], "img_size": prep["image_size"],
+                             "weights": "checkpoint"})
+
+
+def _checked_img_size(name: str, path: Path, kind: str, wanted: int | None, trained: int) -> int:
+    if wanted is None or wanted == trained:
+        return trained
+    if kind == "vit":  # position embeddings are sized for the training resolution
+        raise ConfigError(f"{name}: option 'img_size' is {wanted}, but the ViT in {path} was trained at "
+                          f"{trained} px; remove the option or use {trained}")
+    return wanted
+
+
+def _random_encoder(name: str, default_arch: str, options: Mapping[str, Any]) -> Encoder:
+    arch = options["arch"] or default_arch
+    img_size = options["img_size"] or 224
+    seed = int(options["seed"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_backbone(arch, img_size=img_size, **dict(options["arch_kwargs"] or {}))
+    preprocessing = Preprocessing(image_size=img_size, channels=3, mean=DEFAULT_MEAN, std=DEFAULT_STD)
+    return _encoder(name, model.eval(), preprocessing, weights_digest=f"random-init:{seed}", random_init=True,
+                    options={"arch": arch, "arch_kwargs": dict(options["arch_kwargs"] or {}),
+                             "img_size": img_size, "weights": "random", "seed": seed})
+
+
+def _encoder(name: str, model: torch.nn.Module, preprocessing: Preprocessing, *, weights_digest: str,
+             random_init: bool, options: dict[str, Any]) -> Encoder:
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return Encoder(name=name, model=model.eval(), embed_dim=int(model.embed_dim), preprocessing=preprocessing,
+                   weights_digest=weights_digest, input_kind="slice", random_init=random_init,
+                   options=options)

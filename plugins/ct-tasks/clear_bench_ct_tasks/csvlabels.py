@@ -1,0 +1,143 @@
+"""Patient labels from a clinical CSV (``image,label1,label2,...``), joined to a source's scan ids.
+
+Every problem is a :class:`DataError` naming the CSV file, and the column or row. An id in the CSV that the
+source does not serve is an error by default (``missing: skip`` to ignore such rows); a scan without a
+row, or with an empty cell, is simply left unlabelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clear_bench.data.files import safe_id, scan_stem
+from clear_bench.errors import DataError
+
+_TRUE = {"1", "1.0", "true", "yes", "y", "positive", "pos", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "negative", "neg", "f"}
+_ROMAN = {"I": 0, "II": 1, "III": 2, "IV": 3}
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV (comma, semicolon or tab separated; UTF-8 with or without BOM)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label CSV not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read label CSV ({exc})") from exc
+    if not text.strip():
+        raise DataError(f"{path}: label CSV is empty")
+    try:
+        dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(text.splitlines(), dialect=dialect)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    return header, rows
+
+
+def normalise_id(value: str) -> str:
+    """The scan id a CSV cell refers to: file extensions dropped, unsafe characters replaced."""
+    return safe_id(scan_stem(Path(value.strip())))
+
+
+def require_columns(path: Path, header: Sequence[str], columns: Iterable[str]) -> None:
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(header)})")
+
+
+def binary_labels(path: str | Path, id_column: str, columns: Sequence[str], known_ids: Iterable[str],
+                  missing: str = "error") -> dict[str, np.ndarray]:
+    """0/1 vectors over ``columns`` per scan id; rows with an empty cell are left out."""
+    path = Path(path)
+    header, rows = read_csv(path)
+    require_columns(path, header, [id_column, *columns])
+    joined = _join(path, rows, id_column, known_ids, missing)
+    labels: dict[str, np.ndarray] = {}
+    for line, scan_id, row in joined:
+        cells = [row[c] for c in columns]
+        if any(cell == "" for cell in cells):
+            continue
+        labels[scan_id] = np.array([_binary(path, line, c, row[c]) for c in columns], dtype=np.float32)
+    return labels
+
+
+def class_labels(path: str | Path, id_column: str, column: str, known_ids: Iterable[str],
+                 classes: Sequence[str] | None = None, missing: str = "error",
+                 parse: str = "text") -> tuple[list[str], dict[str, np.ndarray]]:
+    """One class index per scan id from ``column``; ``parse='stage'`` reads I-IV, 1-4, 'Stage IIIA'."""
+    path = Path(path)
+    header, rows = read_csv(path)
+    require_columns(path, header, [id_column, column])
+    joined = _join(path, rows, id_column, known_ids, missing)
+    values: dict[str, str] = {}
+    for line, scan_id, row in joined:
+        cell = row[column]
+        if cell == "":
+            continue
+        values[scan_id] = _stage(path, line, column, cell) if parse == "stage" else cell
+    if parse == "stage":
+        names = list(classes or ("I", "II", "III", "IV"))
+    else:
+        names = list(classes) if classes else sorted(set(values.values()))
+    index = {name: i for i, name in enumerate(names)}
+    labels: dict[str, np.ndarray] = {}
+    for scan_id, value in values.items():
+        if value not in index:
+            raise DataError(f"{path}: column '{column}' has value '{value}' for '{scan_id}', "
+                            f"not one of the classes {', '.join(names)}")
+        labels[scan_id] = np.array([index[value]], dtype=np.int64)
+    if len(set(values.values())) < 2 and values:
+        raise DataError(f"{path}: column '{column}' holds a single class; nothing to predict")
+    return names, labels
+
+
+def _join(path: Path, rows: list[dict[str, str]], id_column: str, known_ids: Iterable[str],
+          missing: str) -> list[tuple[int, str, dict[str, str]]]:
+    known = set(known_ids)
+    out, unknown, seen = [], [], {}
+    for line, row in enumerate(rows, start=2):
+        raw = row.get(id_column, "")
+        if raw == "":
+            raise DataError(f"{path}: line {line}: empty '{id_column}'")
+        scan_id = normalise_id(raw)
+        if scan_id in seen:
+            raise DataError(f"{path}: line {line}: '{raw}' also on line {seen[scan_id]} ({id_column})")
+        seen[scan_id] = line
+        if scan_id not in known:
+            unknown.append(raw)
+            continue
+        out.append((line, scan_id, row))
+    if unknown and missing == "error":
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DataError(f"{path}: {len(unknown)} patient(s) in column '{id_column}' have no scan in the "
+                        f"source: {shown} (set missing: skip to ignore them)")
+    return out
+
+
+def _binary(path: Path, line: int, column: str, cell: str) -> float:
+    key = cell.lower()
+    if key in _TRUE:
+        return 1.0
+    if key in _FALSE:
+        return 0.0
+    raise DataError(f"{path}: line {line}: column '{column}' has '{cell}', "
+                    "expected 0/1 (or yes/no, true/false)")
+
+
+def _stage(path: Path, line: int, column: str, cell: str) -> str:
+    text = cell.strip().upper().removeprefix("STAGE").strip()
+    if text[:1].isdigit() and text[0] in "1234":
+        return ("I", "II", "III", "IV")[int(text[0]) - 1]
+    match = re.match(r"^(IV|I{1,3})(?![IV])", text)
+    if match:
+        return match.group(1)
+    raise DataError(f"{path}: line {line}: column '{column}' has '{cell}', expected a stage I-IV (or 1-4)")

@@ -1,0 +1,165 @@
+"""The clinical tasks: lesion location, lung disease, staging, and any endpoint of a clinical CSV.
+
+Every task takes ``source`` (a name or ``{name: ..., options...}``; the synthetic cohort by default). Labels
+come from the source itself when it knows them (the synthetic cohort, DeepLesion's lesion types), or from a
+``labels_csv`` joined to the source's scan ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clear_bench.data.annotations import LESION_TYPES
+from clear_bench.errors import ConfigError, DataError
+from clear_bench.specs import Option, ScanSource, TaskData, TaskSpec, resolve_options
+from clear_bench_ct_tasks import csvlabels
+from clear_bench_ct_tasks.sources import resolve_source, split_source_option
+from clear_bench_ct_tasks.synthetic.plan import LUNG_DISEASES
+
+CT_RATE_COLUMNS: dict[str, str] = {
+    "emphysema": "Emphysema", "nodule": "Lung nodule", "consolidation": "Consolidation",
+    "effusion": "Pleural effusion",
+}
+
+_SOURCE = Option((str, dict), "synthetic", "dataset source: a name, or {name: ..., <source options>}")
+_ID = Option(str, "image", "CSV column holding the scan id (file name without extension)")
+_MISSING = Option(str, "error", "a CSV id without a scan: error or skip", choices=("error", "skip"))
+
+
+def _source_labels(source: ScanSource, task: str) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    provider = getattr(source, "task_labels", None)
+    if not callable(provider):
+        return None
+    return provider(task)
+
+
+def _no_labels(task: str, options: Mapping[str, Any], hint: str) -> ConfigError:
+    name, _ = split_source_option(options.get("source"))
+    return ConfigError(f"task '{task}': source '{name}' carries no {hint} labels; give labels_csv")
+
+
+def _load_lesion_location(options: Mapping[str, Any]) -> TaskData:
+    values = resolve_options(LESION_LOCATION_OPTIONS, options)
+    source = resolve_source(values["source"])
+    if values["labels_csv"]:
+        columns = list(values["label_columns"] or LESION_TYPES)
+        labels = csvlabels.binary_labels(values["labels_csv"], values["id_column"], columns,
+                                         source.scan_ids(), values["missing"])
+        return TaskData(columns, labels, source)
+    found = _source_labels(source, "lesion-location")
+    if found is None:
+        raise _no_labels("lesion-location", values, "lesion-type")
+    return TaskData(found[0], found[1], source)
+
+
+def _load_lung_disease(options: Mapping[str, Any]) -> TaskData:
+    values = resolve_options(LUNG_DISEASE_OPTIONS, options)
+    source = resolve_source(values["source"])
+    if values["labels_csv"]:
+        path = Path(values["labels_csv"])
+        header, _ = csvlabels.read_csv(path)
+        id_column = values["id_column"] or ("VolumeName" if "VolumeName" in header else "image")
+        columns = values["label_columns"]
+        if not columns:  # CT-RATE column names when present, else our own
+            columns = ([CT_RATE_COLUMNS[n] for n in LUNG_DISEASES]
+                       if all(c in header for c in CT_RATE_COLUMNS.values()) else list(LUNG_DISEASES))
+        labels = csvlabels.binary_labels(path, id_column, columns, source.scan_ids(), values["missing"])
+        return TaskData(list(columns), labels, source)
+    found = _source_labels(source, "lung-disease")
+    if found is None:
+        raise _no_labels("lung-disease", values, "lung-disease")
+    return TaskData(found[0], found[1], source)
+
+
+def _load_staging(options: Mapping[str, Any]) -> TaskData:
+    values = resolve_options(STAGING_OPTIONS, options)
+    source = resolve_source(values["source"])
+    if values["labels_csv"]:
+        names, labels = csvlabels.class_labels(values["labels_csv"], values["id_column"],
+                                               values["stage_column"], source.scan_ids(),
+                                               missing=values["missing"], parse="stage")
+        return TaskData(names, labels, source)
+    found = _source_labels(source, "staging")
+    if found is None:
+        raise _no_labels("staging", values, "stage")
+    return TaskData(found[0], found[1], source)
+
+
+def _csv_source(values: Mapping[str, Any], task: str) -> ScanSource:
+    if values.get("source") is None:
+        raise ConfigError(f"task '{task}': option 'source' is required "
+                          "(e.g. {name: folder, root: /data/ct})")
+    return resolve_source(values["source"])
+
+
+def _load_csv(options: Mapping[str, Any]) -> TaskData:
+    values = resolve_options(CSV_OPTIONS, options)
+    source = _csv_source(values, "csv")
+    path = Path(values["csv"])
+    header, _ = csvlabels.read_csv(path)
+    columns = values["label_columns"] or [c for c in header if c not in (values["id_column"], "patient_id")]
+    if not columns:
+        raise DataError(f"{path}: no label columns besides '{values['id_column']}'")
+    labels = csvlabels.binary_labels(path, values["id_column"], columns, source.scan_ids(), values["missing"])
+    return TaskData(list(columns), labels, source)
+
+
+def _load_csv_multiclass(options: Mapping[str, Any]) -> TaskData:
+    values = resolve_options(CSV_MULTICLASS_OPTIONS, options)
+    source = _csv_source(values, "csv-multiclass")
+    names, labels = csvlabels.class_labels(values["csv"], values["id_column"], values["label_column"],
+                                           source.scan_ids(), classes=values["classes"],
+                                           missing=values["missing"])
+    return TaskData(names, labels, source)
+
+
+LESION_LOCATION_OPTIONS: dict[str, Option] = {
+    "source": _SOURCE,
+    "labels_csv": Option(str, None, "CSV with one 0/1 column per lesion type (else the source's own labels)"),
+    "label_columns": Option(list, None, "columns of labels_csv (default: the 8 DeepLesion type names)"),
+    "id_column": _ID, "missing": _MISSING,
+}
+LUNG_DISEASE_OPTIONS: dict[str, Option] = {
+    "source": _SOURCE,
+    "labels_csv": Option(str, None, "CT-RATE-style CSV (VolumeName, Emphysema, Lung nodule, ...)"),
+    "label_columns": Option(list, None, "columns of labels_csv (default: CT-RATE's or the task's names)"),
+    "id_column": Option(str, None, "id column (default: VolumeName when present, else image)"),
+    "missing": _MISSING,
+}
+STAGING_OPTIONS: dict[str, Option] = {
+    "source": _SOURCE,
+    "labels_csv": Option(str, None, "clinical CSV with a stage column (I-IV, 1-4, 'Stage IIIA')"),
+    "stage_column": Option(str, "stage", "the stage column of labels_csv"),
+    "id_column": _ID, "missing": _MISSING,
+}
+CSV_OPTIONS: dict[str, Option] = {
+    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True),
+    "csv": Option(str, None, "clinical CSV: image,label1,label2,...", required=True),
+    "label_columns": Option(list, None, "0/1 endpoint columns (default: every column but id and patient_id)"),
+    "id_column": _ID, "missing": _MISSING,
+}
+CSV_MULTICLASS_OPTIONS: dict[str, Option] = {
+    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True),
+    "csv": Option(str, None, "clinical CSV", required=True),
+    "label_column": Option(str, None, "the endpoint column", required=True),
+    "classes": Option(list, None, "class names in order (default: sorted values)"),
+    "id_column": _ID, "missing": _MISSING,
+}
+
+TASK_SPECS: list[TaskSpec] = [
+    TaskSpec("lesion-location", "multilabel", _load_lesion_location, "auroc",
+             "which of the 8 DeepLesion organ types hold a lesion", LESION_LOCATION_OPTIONS),
+    TaskSpec("lung-disease", "multilabel", _load_lung_disease, "auroc",
+             "emphysema, lung nodule, consolidation, pleural effusion", LUNG_DISEASE_OPTIONS),
+    TaskSpec("staging", "multiclass", _load_staging, "auroc",
+             "stage I-IV from primary size, nodes and distant metastases", STAGING_OPTIONS),
+    TaskSpec("csv", "multilabel", _load_csv, "auroc",
+             "0/1 endpoint column(s) of a clinical CSV joined to a scan source", CSV_OPTIONS),
+    TaskSpec("csv-multiclass", "multiclass", _load_csv_multiclass, "auroc",
+             "one categorical endpoint column of a clinical CSV joined to a scan source",
+             CSV_MULTICLASS_OPTIONS),
+]

@@ -1,0 +1,195 @@
+"""Scan readers: one small interface over the formats radiology researchers have.
+
+``read_scan(path)`` picks the reader for ``path``: a NIfTI / NRRD / MHA / MHD file (SimpleITK), a DICOM
+series folder or file (pydicom, see :mod:`clear_bench.data.dicom`), or a folder of pre-windowed PNG slices
+(the CLEAR seed layout, :mod:`clear_bench.data.seed_png`). Every volume comes back as ``[z, y, x]`` float32
+HU in LPS orientation (axis 0 inferior -> superior, rows anterior -> posterior, columns patient right ->
+left) with spacing ``(dz, dy, dx)`` in mm. Any failure is a :class:`DataError` naming the file.
+
+SimpleITK handles the volume formats because one library then covers NIfTI (qform/sform), NRRD and
+MetaImage with the same physical-space conventions (spacing, direction cosines, reorientation), and NIfTI
+scaling (``scl_slope``/``scl_inter``) is applied by the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from clear_bench.data.dicom import find_series, image_to_arrays, is_dicom_file, read_dicom_series
+from clear_bench.data.files import safe_id, scan_stem
+from clear_bench.data.scan import Scan
+from clear_bench.data.seed_png import IMAGE_SUFFIXES, read_seed_png
+from clear_bench.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class ScanReader(Protocol):
+    """A format: ``can_read(path)`` says whether it applies, ``read(path, scan_id)`` returns the scan."""
+
+    name: str
+
+    def can_read(self, path: Path) -> bool: ...
+
+    def read(self, path: Path, scan_id: str | None = None) -> Scan: ...
+
+
+def is_volume_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+class VolumeFileReader:
+    """NIfTI, NRRD and MetaImage files through SimpleITK."""
+
+    name = "volume"
+
+    def can_read(self, path: Path) -> bool:
+        return is_volume_file(path)
+
+    def read(self, path: Path, scan_id: str | None = None) -> Scan:
+        import SimpleITK as sitk
+
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_complete(path)
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise DataError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                            "expected a greyscale CT volume")
+        if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+            image = image[:, :, :, 0]
+        if image.GetDimension() not in (2, 3):
+            raise DataError(f"{path}: {image.GetDimension()}-D image; expected a 3-D CT volume")
+        image = sitk.Cast(image, sitk.sitkFloat32)
+        volume, spacing, direction = image_to_arrays(image)
+        if not np.isfinite(volume).all():
+            raise DataError(f"{path}: volume contains NaN or infinite values")
+        return Scan(scan_id or safe_id(scan_stem(path)), volume, spacing, direction)
+
+
+class DicomReader:
+    """A folder holding a DICOM series (the largest, when several), or one DICOM file of a series."""
+
+    name = "dicom"
+
+    def can_read(self, path: Path) -> bool:
+        if path.is_file():
+            return path.suffix.lower() == ".dcm" or is_dicom_file(path)
+        return path.is_dir() and any(is_dicom_file(p) for p in _first_files(path))
+
+    def read(self, path: Path, scan_id: str | None = None) -> Scan:
+        if path.is_file():
+            folder = path.parent
+            series = [s for s in find_series(folder) if path in s.files]
+            if not series:
+                raise DataError(f"{path}: not a DICOM image file")
+            return read_dicom_series(folder, scan_id=scan_id, series=series[0])
+        return read_dicom_series(path, scan_id=scan_id)
+
+
+class SeedPngReader:
+    """A folder of pre-windowed PNG slices (the CLEAR seed layout)."""
+
+    name = "seed-png"
+
+    def can_read(self, path: Path) -> bool:
+        return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in _first_files(path))
+
+    def read(self, path: Path, scan_id: str | None = None) -> Scan:
+        return read_seed_png(path, scan_id)
+
+
+READERS: list[ScanReader] = [VolumeFileReader(), DicomReader(), SeedPngReader()]
+
+
+def read_scan(path: str | Path, scan_id: str | None = None) -> Scan:
+    """Read the scan at ``path`` (file or folder) with the reader for its format."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    for reader in READERS:
+        if reader.can_read(path):
+            return reader.read(path, scan_id)
+    if path.is_dir():
+        raise DataError(f"{path}: folder holds neither a DICOM series nor PNG slices")
+    raise DataError(f"{path}: unknown scan format (expected {', '.join(VOLUME_SUFFIXES)}, a DICOM series "
+                    "folder or a folder of PNG slices)")
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    """A scan that could not be read, and why (the message names the file)."""
+
+    scan_id: str
+    error: str
+
+
+def load_all(source, scan_ids: Iterable[str] | None = None) -> tuple[list[Scan], list[ScanFailure]]:
+    """Load every scan of ``source`` (a :class:`~clear_bench.specs.ScanSource`); a scan that fails is
+    recorded and the others are still read."""
+    scans: list[Scan] = []
+    failures: list[ScanFailure] = []
+    for scan_id in list(scan_ids if scan_ids is not None else source.scan_ids()):
+        try:
+            scans.append(source.load(scan_id))
+        except UserError as exc:
+            failures.append(ScanFailure(scan_id, str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:
+            failures.append(ScanFailure(scan_id, f"{type(exc).__name__}: {exc}"))
+        if failures and failures[-1].scan_id == scan_id:
+            log.warning("scan %s skipped: %s", scan_id, failures[-1].error)
+    return scans, failures
+
+
+def _first_files(folder: Path, limit: int = 64) -> Sequence[Path]:
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            out.append(path)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK reads a truncated NIfTI without complaint (the missing voxels become zeros), so compare the
+    data the header promises with the bytes present: the file size, or a gzip stream's ISIZE trailer."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        shape = header.get_data_shape()
+        # a single-file NIfTI keeps its data after the header and extensions, whatever vox_offset says
+        offset = max(int(header["vox_offset"]),
+                     int(getattr(header, "single_vox_offset", 352)) + header.extensions.get_sizeondisk())
+        expected = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - 4))
+            trailer = handle.read(4)
+        stored = int.from_bytes(trailer, "little") if len(trailer) == 4 else -1
+        if stored != expected % (1 << 32):
+            raise DataError(f"{path}: truncated or corrupt gzip stream (expected {expected} bytes of NIfTI "
+                            "data and header)")
+    elif size < expected:
+        raise DataError(f"{path}: truncated NIfTI ({size} bytes, the header promises {expected})")
+
+
+def _first_line(exc: BaseException) -> str:
+    # ITK errors pile up source locations and a generic "Reason:"; keep the most specific line
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Reason:", "sitk::ERROR"))] or lines
+    return (useful[-1] if useful else type(exc).__name__)[:240]

@@ -155,9 +155,12 @@ class _Problems:
 
     def _line_of(self, key_path: str) -> int | None:
         """The line of ``key_path``, or of its nearest parent that exists in the file."""
-        while key_path and key_path not in self.lines:
-            key_path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key_path)
-        return self.lines.get(key_path) if key_path else None
+        while key_path not in self.lines:
+            parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key_path)
+            if parent == key_path:
+                return None
+            key_path = parent
+        return self.lines[key_path]
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
@@ -255,6 +258,19 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
         tasks=tuple(ref for _, ref in components["tasks"]),
         aggregators=tuple(ref for _, ref in components.get("aggregators", _default_aggregators())),
     )
+
+
+def plugin_paths_of(path: str | Path) -> list[Path]:
+    """The ``plugins:`` paths of a benchmark YAML, read before validation (which needs the plugins)."""
+    path = Path(path)
+    try:
+        data, _ = read_yaml(path)
+    except ConfigError:
+        return []  # load_benchmark reports it
+    entries = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [(path.parent / entry).resolve() for entry in entries if isinstance(entry, str)]
 
 
 def default_cache_dir() -> Path:

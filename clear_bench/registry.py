@@ -157,7 +157,7 @@ def load_registry(
             try:
                 module = _import_local(file_or_package)
             except Exception as exc:
-                failures.append(PluginFailure(file_or_package.name, str(file_or_package), _describe(exc)))
+                failures.append(PluginFailure(provider.plugin, str(file_or_package), _describe(exc)))
                 continue
             register(module, provider)
 
@@ -166,7 +166,7 @@ def load_registry(
     for kind in KINDS:
         caller = getattr(manager.hook, f"clear_bench_{kind}")
         table = registry.of_kind(kind)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # in registration order
             provider = providers[impl.plugin_name]
             try:
                 specs = list(impl.function() or [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clear_bench.config import load_benchmark
+from clear_bench.config import load_benchmark, plugin_paths_of
 from clear_bench.registry import load_registry
 
 
@@ -19,8 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_benchmark(args.config, registry=None)
-    registry = load_registry([*config.plugins, *args.plugin])
+    registry = load_registry([*plugin_paths_of(args.config), *args.plugin])
     config = load_benchmark(args.config, registry=registry)
     if args.check:
         print(f"{args.config}: OK ({len(config.encoders)} encoders x {len(config.tasks)} tasks x "

@@ -1,0 +1,156 @@
+"""Benchmark YAML validation: every problem on one line with file, line, key path and expectation."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from clear_bench.cli import main
+from clear_bench.config import load_benchmark
+from clear_bench.errors import ConfigError
+from clear_bench.registry import load_registry
+
+PLUGIN = """
+from pathlib import Path
+
+from clear_bench import hookimpl
+from clear_bench.specs import EncoderSpec, Option, TaskSpec
+
+@hookimpl
+def clear_bench_encoders():
+    return [EncoderSpec(name="toy-encoder", build=lambda options: None,
+                        options={"checkpoint": Option(Path, None, "weights file"),
+                                 "width": Option(int, 8, "hidden width")})]
+
+@hookimpl
+def clear_bench_tasks():
+    return [TaskSpec(name="toy-task", label_type="binary", load=lambda options: None)]
+"""
+
+
+@pytest.fixture
+def bench(tmp_path: Path):
+    (tmp_path / "toy_plugin.py").write_text(PLUGIN)
+    (tmp_path / "weights.pt").write_bytes(b"not really weights")
+
+    def write(body: str) -> Path:
+        path = tmp_path / "bench.yaml"
+        path.write_text(textwrap.dedent(body))
+        return path
+
+    return write
+
+
+def problems_of(path: Path) -> list[str]:
+    registry = load_registry([path.parent / "toy_plugin.py"])
+    with pytest.raises(ConfigError) as info:
+        load_benchmark(path, registry)
+    return info.value.lines
+
+
+def test_valid_config_resolves_paths_and_defaults(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders:
+          - name: toy-encoder
+            options: {checkpoint: weights.pt, width: 16}
+        tasks: [toy-task]
+        crossval: {folds: 3}
+    """)
+    config = load_benchmark(path, load_registry([path.parent / "toy_plugin.py"]))
+    assert config.name == "bench"
+    assert config.encoders[0].options["checkpoint"] == str((path.parent / "weights.pt").resolve())
+    assert config.crossval.folds == 3 and config.crossval.epochs == 30
+    assert [a.name for a in config.aggregators] == ["abmil"]
+    assert config.tasks[0].id == "toy-task"
+    assert config.plugins == ((path.parent / "toy_plugin.py").resolve(),)
+
+
+def test_unknown_key_is_named_with_line_and_suggestion(bench) -> None:
+    path = bench("""
+        encoders: [toy-encoder]
+        tasks: [toy-task]
+        crossvall: {folds: 3}
+    """)
+    [line] = problems_of(path)
+    assert line.startswith(f"{path}:4: crossvall: unknown key (did you mean 'crossval'?)")
+
+
+def test_wrong_type_names_key_path_and_expected_type(bench) -> None:
+    path = bench("""
+        encoders:
+          - name: toy-encoder
+            options: {width: wide}
+        tasks: [toy-task]
+        crossval:
+          folds: five
+    """)
+    lines = problems_of(path)
+    assert f"{path}:4: encoders[0].options.width: expected int, got str 'wide'" in lines
+    assert f"{path}:7: crossval.folds: expected int, got str 'five'" in lines
+
+
+def test_unknown_encoder_and_option_list_what_is_known(bench) -> None:
+    path = bench("""
+        encoders:
+          - name: toy-encodr
+          - name: toy-encoder
+            options: {widht: 3}
+        tasks: [toy-task]
+    """)
+    lines = problems_of(path)
+    assert any(line.startswith(f"{path}:3: encoders[0].name: unknown encoder 'toy-encodr' "
+                               "(did you mean 'toy-encoder'?) (known: ") for line in lines)
+    assert any(line.startswith(f"{path}:5: encoders[1].options.widht: unknown option for encoder "
+                               "'toy-encoder' (did you mean 'width'?)") for line in lines)
+
+
+def test_missing_files_are_reported(bench, tmp_path: Path) -> None:
+    path = bench("""
+        plugins: [absent_plugin.py]
+        encoders:
+          - name: toy-encoder
+            options: {checkpoint: missing.pt}
+        tasks: [toy-task]
+    """)
+    lines = problems_of(path)
+    assert f"{path}:2: plugins[0]: plugin file or folder not found: {tmp_path / 'absent_plugin.py'}" in lines
+    assert f"{path}:5: encoders[0].options.checkpoint: file not found: {tmp_path / 'missing.pt'}" in lines
+
+
+def test_missing_required_sections_and_bad_windows(bench) -> None:
+    path = bench("""
+        tasks: []
+        preprocessing:
+          windows: [lung, brain, W350L50]
+    """)
+    lines = problems_of(path)
+    assert any(line.endswith("encoders: required key is missing (encoders to compare)") for line in lines)
+    assert f"{path}:2: tasks: expected at least one task" in lines
+    assert any(line.startswith(f"{path}:4: preprocessing.windows[1]: unknown window 'brain'") for line in lines)
+    assert not any("windows[2]" in line for line in lines)
+
+
+def test_cli_prints_each_problem_and_exits_2_without_traceback(bench, capsys) -> None:
+    path = bench("""
+        encoders: [nope]
+        tasks: [toy-task]
+        device: 3
+    """)
+    code = main(["--plugin", str(path.parent / "toy_plugin.py"), "run", str(path), "--check"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"error: {path}:2: encoders[0].name: unknown encoder 'nope'" in err
+    assert f"error: {path}:4: device: expected str, got int 3" in err
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("encoders: [a\ntasks: b\n")
+    assert main(["run", str(broken), "--check"]) == 2
+    assert f"error: {broken}:" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nowhere.yaml"), "--check"]) == 2
+    assert "nowhere.yaml: no such file" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_howto_plugin_as_local_file_in_a_benchmark_yaml(plugin_dir: Path) -> Non
 
 def test_howto_plugin_refuses_missing_weights(plugin_dir: Path) -> None:
     spec = load_registry([plugin_dir / "my_encoder.py"]).encoder("my-timm")
-    with pytest.raises(WeightsNotFoundError, match="no weights file at .*absent.pt"):
+    with pytest.raises(WeightsNotFoundError, match=r"no weights file at .*absent\.pt"):
         spec.build(resolve_options(spec.options, {"weights": str(plugin_dir / "absent.pt")}))
 
 
@@ -90,7 +90,8 @@ def test_howto_plugin_as_installed_distribution(plugin_dir: Path, tmp_path: Path
         from clear_bench.registry import load_registry
         from clear_bench.specs import resolve_options
         entry = load_registry().encoders["my-timm"]
-        encoder = entry.spec.build(resolve_options(entry.spec.options, {"weights": "random", "image_size": 32}))
+        options = resolve_options(entry.spec.options, {"weights": "random", "image_size": 32})
+        encoder = entry.spec.build(options)
         out = encoder.model(torch.rand(1, 3, 32, 32))
         print(json.dumps({"dist": entry.provider.distribution, "shape": list(out.shape)}))
     """)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clear_bench.aggregators.masking import check_bag, masked_softmax
+from clear_bench.aggregators.masking import check_bag, masked_softmax, zero_padding
 from clear_bench.specs import AggregatorOutput
 
 
@@ -23,6 +23,7 @@ class ABMIL(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
         check_bag(x, mask)
+        x = zero_padding(x, mask)
         h = self.project(x)
         a = torch.tanh(self.attention_v(h))
         if self.attention_u is not None:

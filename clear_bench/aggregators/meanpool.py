@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clear_bench.aggregators.masking import check_bag
+from clear_bench.aggregators.masking import check_bag, zero_padding
 from clear_bench.specs import AggregatorOutput
 
 
@@ -19,6 +19,7 @@ class MeanPool(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
         check_bag(x, mask)
+        x = zero_padding(x, mask)
         weights = mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1)
         pooled = torch.einsum("bn,bnd->bd", weights, self.project(x))
         return AggregatorOutput(logits=self.classifier(pooled), attention=weights)

@@ -18,7 +18,7 @@ import torch
 
 @dataclass
 class Bag:
-    """One scan's instances: ``embeddings`` float32 ``[N, D]``, ``slice_index`` and ``window_id`` int64 ``[N]``.
+    """One scan's instances: ``embeddings`` float32 ``[N, D]``, ``slice_index``, ``window_id`` int64 ``[N]``.
 
     Row ``i`` is the embedding of axial slice ``slice_index[i]`` under HU window ``window_id[i]``.
     """
@@ -44,3 +44,99 @@ class Bag:
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+
+@dataclass
+class PaddedBags:
+    """Every bag of a task padded once into dense tensors, rows in the order of ``ids``.
+
+    ``x [B, N, D]`` float32 (zeros on padding), ``mask [B, N]`` bool (True = real instance),
+    ``slice_index`` / ``window_id`` ``[B, N]`` int64 (-1 on padding), ``lengths [B]`` int64.
+    """
+
+    ids: list[str]
+    x: torch.Tensor
+    mask: torch.Tensor
+    slice_index: torch.Tensor
+    window_id: torch.Tensor
+    lengths: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[2])
+
+    def rows(self, ids: Sequence[str]) -> torch.Tensor:
+        """Row indices of ``ids`` (int64), in the order given."""
+        position = {scan_id: i for i, scan_id in enumerate(self.ids)}
+        missing = [scan_id for scan_id in ids if scan_id not in position]
+        if missing:
+            raise KeyError(f"{len(missing)} scan ids have no bag, e.g. {missing[:3]}")
+        return torch.tensor([position[scan_id] for scan_id in ids], dtype=torch.int64)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, mask)`` of ``rows``, trimmed to the longest bag among them (no copy beyond the index)."""
+        longest = int(self.lengths[rows].max()) if len(rows) else 0
+        return self.x[rows, :longest], self.mask[rows, :longest]
+
+
+def evaluation_indices(length: int, cap: int | None) -> np.ndarray:
+    """Instances an evaluation bag keeps: all of them, or ``cap`` evenly spaced ones (first and last kept).
+
+    Deterministic and blind to labels and lesion annotations.
+    """
+    if cap is None or length <= cap:
+        return np.arange(length, dtype=np.int64)
+    if cap < 1:
+        raise ValueError(f"instance cap must be positive, got {cap}")
+    return np.unique(np.round(np.linspace(0, length - 1, cap)).astype(np.int64))
+
+
+def pad_bags(bags: Mapping[str, Bag], ids: Sequence[str], cap: int | None = None) -> PaddedBags:
+    """Pad the bags of ``ids`` into one :class:`PaddedBags`, keeping at most ``cap`` instances per bag
+    (evenly spaced, see :func:`evaluation_indices`). Raises ``KeyError`` for an id without a bag and
+    ``ValueError`` for an empty bag or inconsistent embedding widths."""
+    ids = list(ids)
+    missing = [scan_id for scan_id in ids if scan_id not in bags]
+    if missing:
+        raise KeyError(f"{len(missing)} of {len(ids)} scans have no bag, e.g. {missing[:3]}")
+    if not ids:
+        raise ValueError("no bags to pad")
+    dims = {bags[scan_id].dim for scan_id in ids}
+    if len(dims) != 1:
+        raise ValueError(f"bags have different embedding widths {sorted(dims)}")
+    keep = {scan_id: evaluation_indices(len(bags[scan_id]), cap) for scan_id in ids}
+    empty = [scan_id for scan_id in ids if len(keep[scan_id]) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} bags have no instance, e.g. {empty[:3]}")
+    n_max = max(len(k) for k in keep.values())
+    dim = dims.pop()
+    x = torch.zeros(len(ids), n_max, dim, dtype=torch.float32)
+    mask = torch.zeros(len(ids), n_max, dtype=torch.bool)
+    slice_index = torch.full((len(ids), n_max), -1, dtype=torch.int64)
+    window_id = torch.full((len(ids), n_max), -1, dtype=torch.int64)
+    lengths = torch.zeros(len(ids), dtype=torch.int64)
+    for row, scan_id in enumerate(ids):
+        bag, k = bags[scan_id], keep[scan_id]
+        n = len(k)
+        x[row, :n] = torch.from_numpy(bag.embeddings[k])
+        mask[row, :n] = True
+        slice_index[row, :n] = torch.from_numpy(bag.slice_index[k])
+        window_id[row, :n] = torch.from_numpy(bag.window_id[k])
+        lengths[row] = n
+    return PaddedBags(ids, x, mask, slice_index, window_id, lengths)
+
+
+def subsample_instances(x: torch.Tensor, mask: torch.Tensor, max_instances: int | None,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time augmentation: keep at most ``max_instances`` real instances per bag, drawn uniformly
+    at random (kept in their original order). Bags that are short enough pass through unchanged."""
+    if max_instances is None or x.shape[1] <= max_instances:
+        return x, mask
+    # Random keys for real instances, +inf for padding: the smallest keys are a uniform random subset.
+    keys = torch.rand(mask.shape, generator=generator).masked_fill(~mask, float("inf"))
+    chosen = keys.topk(max_instances, dim=1, largest=False).indices.sort(dim=1).values
+    x_sub = torch.gather(x, 1, chosen.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+    return x_sub, torch.gather(mask, 1, chosen)

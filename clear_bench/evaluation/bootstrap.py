@@ -1,0 +1,174 @@
+"""Per-fold scores, mean +- std over folds, and the patient-level bootstrap confidence interval.
+
+The statistic is the mean over folds of a per-fold metric. Probabilities of different fold models are
+never pooled into one metric: each fold model has its own scale, and pooling them drifts below 0.5 when
+there is no signal. The bootstrap resamples patients with replacement *within each fold's test set*
+(all scans of a drawn patient come along), recomputes each fold's metric and averages over folds; the
+2.5 and 97.5 percentiles of those means are the 95% interval. A label that has a single class in a
+fold's test set is skipped in that fold (reported in ``notes``), never scored as 0.5.
+
+Usage::
+
+    summary = summarize(result, n_boot=1000, seed=0)
+    summary.get("auroc")            # MetricSummary of the macro AUROC: mean, std, ci_low, ci_high, ...
+    summary.get("auroc", "liver")   # one label (one class, one-vs-rest, for multi-class)
+    summary.to_dict()               # JSON-ready
+
+:func:`bootstrap_weights` draws the resamples; :mod:`compare` passes the same draws to every row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clear_bench.evaluation.metrics import MACRO, choose_threshold, fold_metrics, metric_names, nanmean
+
+if TYPE_CHECKING:
+    from clear_bench.evaluation.crossval import CrossValResult
+
+
+@dataclass
+class MetricSummary:
+    """One metric of one label (or ``macro``) over folds."""
+
+    metric: str
+    label: str
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    fold_values: list[float]
+    n_folds: int
+    """Folds in which the value is defined."""
+
+
+@dataclass
+class Summary:
+    """Every metric of one cross-validation result."""
+
+    aggregator: str
+    label_type: str
+    label_names: list[str]
+    split_fingerprint: str
+    n_boot: int
+    level: float
+    rows: dict[tuple[str, str], MetricSummary] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, metric: str, label: str = MACRO) -> MetricSummary:
+        return self.rows[(metric, label)]
+
+    def to_dict(self) -> dict:
+        return {
+            "aggregator": self.aggregator, "label_type": self.label_type, "label_names": self.label_names,
+            "split_fingerprint": self.split_fingerprint, "n_boot": self.n_boot, "level": self.level,
+            "metrics": [_finite(asdict(row)) for row in self.rows.values()], "notes": self.notes,
+        }
+
+
+def thresholds(result: CrossValResult) -> list[list[float]]:
+    """Per fold, per label: the threshold maximising balanced accuracy on the fold's validation set."""
+    out = []
+    for fold in result.folds:
+        if result.label_type == "multiclass":
+            out.append([])
+            continue
+        y_val = result.targets(fold.val_ids)
+        out.append([choose_threshold(y_val[:, j], fold.val_probs[:, j])[0] for j in range(y_val.shape[1])])
+    return out
+
+
+def bootstrap_weights(result: CrossValResult, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Per fold, ``[n_boot, n_test]`` weights: how often each test row's patient was drawn.
+
+    Depends only on the folds' test ids, the patient grouping, ``n_boot`` and ``seed``: results on the
+    same splits get identical resamples.
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for fold in sorted(result.folds, key=lambda f: f.fold):
+        patients = [result.patient_of.get(i, i) for i in fold.test_ids]
+        unique, group = np.unique(patients, return_inverse=True)
+        counts = rng.multinomial(len(unique), np.full(len(unique), 1.0 / len(unique)), size=n_boot)
+        weights.append(counts[:, group].astype(np.float64))
+    return weights
+
+
+def fold_values(result: CrossValResult, weights: list[np.ndarray] | None = None,
+                cuts: list[list[float]] | None = None) -> dict[str, np.ndarray]:
+    """``{metric: [n_folds, B, L + 1]}`` (last column macro); ``B = 1`` without ``weights``."""
+    cuts = thresholds(result) if cuts is None else cuts
+    folds = sorted(result.folds, key=lambda f: f.fold)
+    per_fold = []
+    for i, fold in enumerate(folds):
+        w = None if weights is None else weights[i]
+        per_fold.append(fold_metrics(result.label_type, result.targets(fold.test_ids), fold.test_probs,
+                                     cuts[i], w))
+    return {name: np.stack([values[name] for values in per_fold]) for name in per_fold[0]}
+
+
+def summarize(result: CrossValResult, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+              weights: list[np.ndarray] | None = None) -> Summary:
+    """Mean +- std over folds and the patient-level bootstrap CI of every metric, per label and macro."""
+    if not result.folds:
+        raise ValueError("the result has no fold")
+    cuts = thresholds(result)
+    point = fold_values(result, None, cuts)
+    weights = bootstrap_weights(result, n_boot, seed) if weights is None else weights
+    draws = fold_values(result, weights, cuts)
+    summary = Summary(result.aggregator, result.label_type, result.label_names, result.split_fingerprint,
+                      n_boot, level, notes=_notes(result, point))
+    labels = [*result.label_names, MACRO]
+    for name in metric_names(result.label_type):
+        for j, label in enumerate(labels):
+            values = point[name][:, 0, j]
+            if np.isnan(values).all():
+                continue  # e.g. per-class balanced accuracy of a multi-class task: reported as macro only
+            low, high = percentile_interval(nanmean(draws[name][:, :, j], axis=0), level)
+            defined = values[~np.isnan(values)]
+            std = float(defined.std(ddof=1)) if len(defined) > 1 else math.nan
+            summary.rows[(name, label)] = MetricSummary(name, label, float(defined.mean()), std, low, high,
+                                                        [float(v) for v in values], len(defined))
+    return summary
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the defined draws (``nan`` when none is)."""
+    draws = draws[~np.isnan(draws)]
+    if len(draws) == 0:
+        return math.nan, math.nan
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _notes(result: CrossValResult, point: Mapping[str, np.ndarray]) -> list[str]:
+    notes = []
+    auroc = point["auroc"][:, 0, :-1]
+    for i, fold in enumerate(sorted(result.folds, key=lambda f: f.fold)):
+        for j, label in enumerate(result.label_names):
+            if np.isnan(auroc[i, j]):
+                notes.append(f"fold {fold.fold}: '{label}' has a single class in the test set; skipped")
+        if result.label_type != "multiclass":
+            y_val = result.targets(fold.val_ids)
+            for j, label in enumerate(result.label_names):
+                if not choose_threshold(y_val[:, j], fold.val_probs[:, j])[1]:
+                    notes.append(f"fold {fold.fold}: '{label}' has a single class in the validation set; "
+                                 "balanced accuracy uses threshold 0.5")
+    return notes
+
+
+def _finite(row: dict) -> dict:
+    """JSON has no NaN: undefined values become None."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return {k: clean(v) for k, v in row.items()}

@@ -1,0 +1,238 @@
+"""K-fold cross-validation of one MIL head on one task's bags, with content-addressed fold results.
+
+Usage (one (encoder, task, aggregator) cell of a benchmark)::
+
+    splits = ensure_splits(run_dir / "splits" / task, task_data.labels, label_type, k, seed, val_fraction)
+    padded = pad_bags(bags, splits.scan_ids, cap=config.eval_max_instances)   # once per (encoder, task)
+    result = run_crossval(padded, task_data.labels, label_type, task_data.label_names, splits,
+                          registry.aggregators["abmil"].spec, options, config,
+                          bagset_fingerprint=<hash of the encoder's cache keys of these scans>,
+                          results_dir=run_dir / "folds")
+
+Each fold's result is stored as ``results_dir/<key>.npz`` (atomic write), ``key`` = hash of the bag-set
+fingerprint, the split fingerprint, the fold, the labels, the aggregator name and resolved options,
+the :class:`TrainConfig` (device excluded), :data:`EVAL_CODE_VERSION` and the caller's ``code_version``
+(e.g. the aggregator plugin's version). A finished fold is loaded, never retrained; an interrupted run
+resumes at the first missing fold. Every fold trains a fresh model (see :mod:`training`).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clear_bench.evaluation.bags import PaddedBags
+from clear_bench.evaluation.splits import Splits
+from clear_bench.evaluation.training import TrainConfig, fold_seed, predict, train_fold
+from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
+
+EVAL_CODE_VERSION = "1"
+"""Bumped whenever a change to training or prediction would change fold results."""
+
+
+@dataclass
+class FoldResult:
+    """What one fold produced: out-of-fold (test) and validation probabilities, attention, the curve."""
+
+    fold: int
+    key: str
+    test_ids: list[str]
+    test_probs: np.ndarray
+    val_ids: list[str]
+    val_probs: np.ndarray
+    attention: list[np.ndarray]
+    slice_index: list[np.ndarray]
+    window_id: list[np.ndarray]
+    curve: list[dict[str, float]]
+    best_epoch: int
+    init_digest: str
+    seconds: float
+
+
+@dataclass
+class CrossValResult:
+    """All folds of one (bags, task, aggregator) cell, with what is needed to score them."""
+
+    label_names: list[str]
+    label_type: str
+    labels: dict[str, np.ndarray]
+    patient_of: dict[str, str]
+    split_fingerprint: str
+    bagset_fingerprint: str
+    aggregator: str
+    options: dict[str, Any]
+    config: TrainConfig
+    folds: list[FoldResult] = field(default_factory=list)
+    control: str = ""
+    """Empty for a real run; e.g. ``"shuffle-1"`` for a label-shuffle control."""
+
+    def targets(self, ids: Sequence[str]) -> np.ndarray:
+        """Label rows of ``ids``: ``[n, L]`` 0/1, or ``[n]`` class indices for multi-class."""
+        rows = np.stack([np.asarray(self.labels[i]).reshape(-1) for i in ids])
+        return rows[:, 0].astype(np.int64) if self.label_type == "multiclass" else rows.astype(np.int64)
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Out-of-fold probabilities per scan id."""
+        return {i: f.test_probs[r] for f in self.folds for r, i in enumerate(f.test_ids)}
+
+
+def labels_digest(labels: Mapping[str, np.ndarray], ids: Sequence[str]) -> str:
+    return stable_hash({i: np.asarray(labels[i]).astype(float).tolist() for i in sorted(ids)})
+
+
+def fold_key(bagset_fingerprint: str, splits: Splits, fold: int, labels: Mapping[str, np.ndarray],
+             label_type: str, aggregator: str, options: Mapping[str, Any], config: TrainConfig,
+             code_version: str = "") -> str:
+    """The content address of one fold's result."""
+    return stable_hash({
+        "bags": bagset_fingerprint, "splits": splits.fingerprint, "fold": int(fold),
+        "labels": labels_digest(labels, splits.scan_ids), "label_type": label_type,
+        "aggregator": aggregator, "options": dict(options), "train": config.key(),
+        "code": [EVAL_CODE_VERSION, code_version],
+    }, length=24)
+
+
+def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type: str,
+                 label_names: Sequence[str], splits: Splits, aggregator: AggregatorSpec,
+                 options: Mapping[str, Any] | None, config: TrainConfig, *, bagset_fingerprint: str,
+                 results_dir: str | Path | None = None, code_version: str = "",
+                 folds: Sequence[int] | None = None, control: str = "",
+                 log: Callable[[str], None] | None = None) -> CrossValResult:
+    """Train and evaluate ``aggregator`` on every fold of ``splits`` (or the given ``folds``).
+
+    ``bags`` must hold every scan of ``splits``; ``labels`` maps scan id -> label vector (TaskData
+    convention). With ``results_dir`` set, finished folds are loaded instead of retrained.
+    """
+    resolved = resolve_options(aggregator.options, options)
+    n_outputs = len(label_names) if label_type == "multiclass" else len(next(iter(labels.values())))
+    device = torch.device(config.device)
+    bags = _on_device(bags, device)
+    targets = _targets(bags.ids, labels, label_type, n_outputs).to(device)
+    patient_of = {i: splits.patient_of.get(i, i) for i in splits.scan_ids}
+    used_labels = {i: np.asarray(labels[i]) for i in splits.scan_ids}
+    result = CrossValResult(list(label_names), label_type, used_labels, patient_of, splits.fingerprint,
+                            bagset_fingerprint, aggregator.name, resolved, config, control=control)
+    wanted = range(len(splits.folds)) if folds is None else folds
+    for index in wanted:
+        key = fold_key(bagset_fingerprint, splits, index, labels, label_type, aggregator.name, resolved,
+                       config, code_version)
+        path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
+        if path is not None and path.exists():
+            result.folds.append(load_fold(path))
+            if log:
+                log(f"fold {index}: reused {path.name}")
+            continue
+        fold_result = _train_and_predict(bags, targets, label_type, n_outputs, splits, index, key,
+                                         lambda: aggregator.build(bags.dim, n_outputs, resolved), config)
+        if path is not None:
+            save_fold(fold_result, path)
+        result.folds.append(fold_result)
+        if log:
+            log(f"fold {index}: best epoch {fold_result.best_epoch}/{len(fold_result.curve)}, "
+                f"{fold_result.seconds:.1f} s")
+    return result
+
+
+def permute_labels(labels: Mapping[str, np.ndarray], patient_of: Mapping[str, str] | None,
+                   seed: int) -> dict[str, np.ndarray]:
+    """Labels shuffled across patients (a label-shuffle control): every scan of a patient takes the label
+    of the first scan of another, randomly assigned patient. Any signal left afterwards is leakage."""
+    patient_of = {i: (patient_of or {}).get(i, i) for i in labels}
+    patients = sorted(set(patient_of.values()))
+    first_scan = {p: min(i for i in labels if patient_of[i] == p) for p in patients}
+    donors = np.random.default_rng(seed).permutation(len(patients))
+    donor_of = {p: patients[d] for p, d in zip(patients, donors, strict=True)}
+    return {i: np.asarray(labels[first_scan[donor_of[patient_of[i]]]]).copy() for i in labels}
+
+
+def _train_and_predict(bags: PaddedBags, targets: torch.Tensor, label_type: str, n_outputs: int,
+                       splits: Splits, index: int, key: str, build: Callable[[], torch.nn.Module],
+                       config: TrainConfig) -> FoldResult:
+    fold = splits.folds[index]
+    trained = train_fold(build, bags, targets, label_type, n_outputs, bags.rows(fold.train),
+                         bags.rows(fold.val), config, fold_seed(config.seed, index))
+    test_rows, val_rows = bags.rows(fold.test), bags.rows(fold.val)
+    test_probs, attention = predict(trained.model, bags, test_rows, label_type, config.batch_size * 2)
+    val_probs, _ = predict(trained.model, bags, val_rows, label_type, config.batch_size * 2)
+    lengths = bags.lengths[test_rows].numpy()
+    slices = bags.slice_index[test_rows].numpy()
+    windows = bags.window_id[test_rows].numpy()
+    return FoldResult(
+        index, key, list(fold.test), test_probs, list(fold.val), val_probs, attention,
+        [slices[r, :n].copy() for r, n in enumerate(lengths)],
+        [windows[r, :n].copy() for r, n in enumerate(lengths)],
+        trained.curve, trained.best_epoch, trained.init_digest, trained.seconds,
+    )
+
+
+def save_fold(result: FoldResult, path: str | Path) -> None:
+    """Write one fold's result as a single ``.npz`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.cumsum([0] + [len(a) for a in result.attention]).astype(np.int64)
+    meta = {"fold": result.fold, "key": result.key, "test_ids": result.test_ids, "val_ids": result.val_ids,
+            "curve": result.curve, "best_epoch": result.best_epoch, "init_digest": result.init_digest,
+            "seconds": result.seconds}
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, meta=np.array(json.dumps(meta)), test_probs=result.test_probs, val_probs=result.val_probs,
+        offsets=offsets, attention=_flat(result.attention, np.float32),
+        slice_index=_flat(result.slice_index, np.int64), window_id=_flat(result.window_id, np.int64),
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_fold(path: str | Path) -> FoldResult:
+    """Read a fold written by :func:`save_fold`."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        offsets = data["offsets"]
+
+        def split(values: np.ndarray) -> list[np.ndarray]:
+            return [values[a:b].copy() for a, b in itertools.pairwise(offsets)]
+
+        return FoldResult(
+            int(meta["fold"]), str(meta["key"]), list(meta["test_ids"]), data["test_probs"].copy(),
+            list(meta["val_ids"]), data["val_probs"].copy(), split(data["attention"]),
+            split(data["slice_index"]), split(data["window_id"]), list(meta["curve"]),
+            int(meta["best_epoch"]), str(meta["init_digest"]), float(meta["seconds"]),
+        )
+
+
+def _flat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
+
+
+def _targets(ids: Sequence[str], labels: Mapping[str, np.ndarray], label_type: str,
+             width: int) -> torch.Tensor:
+    """One target row per bag row; bags without a label get a zero row (they are in no fold)."""
+    if label_type == "multiclass":
+        return torch.tensor([int(np.asarray(labels[i]).reshape(-1)[0]) if i in labels else 0 for i in ids],
+                            dtype=torch.int64)
+    empty = np.zeros(width, np.float32)
+    rows = [np.asarray(labels[i], dtype=np.float32).reshape(-1) if i in labels else empty for i in ids]
+    return torch.from_numpy(np.stack(rows))
+
+
+def _on_device(bags: PaddedBags, device: torch.device) -> PaddedBags:
+    if bags.x.device == device:
+        return bags
+    return PaddedBags(bags.ids, bags.x.to(device), bags.mask.to(device), bags.slice_index, bags.window_id,
+                      bags.lengths)

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from clear_bench import hookimpl
-from clear_bench.specs import AggregatorSpec, Option
+from clear_bench.reference import reference_encoder_spec
+from clear_bench.specs import AggregatorSpec, EncoderSpec, Option
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,3 +53,8 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
             options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT},
         ),
     ]
+
+
+@hookimpl
+def clear_bench_encoders() -> list[EncoderSpec]:
+    return [reference_encoder_spec()]

@@ -165,6 +165,8 @@ class TaskData:
     label_names: list[str]
     labels: dict[str, np.ndarray]
     source: ScanSource
+    patient_of: dict[str, str] | None = None
+    """Pseudonymous patient of each scan id, when a patient has several scans (they share a fold)."""
 
 
 @dataclass(frozen=True)

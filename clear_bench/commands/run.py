@@ -15,16 +15,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                "leaderboards. Resumable: finished work is reused.")
     parser.add_argument("config", help="benchmark YAML, e.g. benchmarks/all.yaml")
     parser.add_argument("--check", action="store_true", help="validate the YAML and the plugins, then stop")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from clear_bench.pipeline import run_benchmark  # torch-heavy: only when really running
+
     registry = load_registry([*plugin_paths_of(args.config), *args.plugin])
     config = load_benchmark(args.config, registry=registry)
     if args.check:
         print(f"{args.config}: OK ({len(config.encoders)} encoders x {len(config.tasks)} tasks x "
               f"{len(config.aggregators)} aggregators)")
         return 0
-    print("clear-bench run: the end-to-end pipeline is not implemented yet; "
-          "`--check` validates the benchmark.", file=sys.stderr)
-    return 1
+    outcome = run_benchmark(config, registry, progress=not args.no_progress)
+    if outcome.failures:
+        print(f"{len(outcome.failures)} scan extraction(s) failed; those scans are left out (see "
+              f"{outcome.run_dir / 'run.json'}):", file=sys.stderr)
+        for failure in outcome.failures[:20]:
+            print(f"  - {failure}", file=sys.stderr)
+    return 0

@@ -100,7 +100,9 @@ class MoCoV3(nn.Module):
         self.projector = build_mlp(proj_layers, embed_dim, mlp_dim, dim, group=group)
         self.predictor = build_mlp(pred_layers, dim, mlp_dim, dim, group=group)
         self.momentum_backbone = copy.deepcopy(backbone)
-        self.momentum_projector = copy.deepcopy(self.projector)
+        # Built anew (a process group cannot be deep-copied), then given the projector's weights.
+        self.momentum_projector = build_mlp(proj_layers, embed_dim, mlp_dim, dim, group=group)
+        self.momentum_projector.load_state_dict(self.projector.state_dict())
         for param in self._momentum_params():
             param.requires_grad_(False)
 

@@ -249,11 +249,12 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        rng = capture_rng()
-        rngs = [rng]
+        rngs, digests = [capture_rng()], [state_digest(self.model.state_dict())]
         if self.ctx.world > 1:
-            rngs = [None] * self.ctx.world
-            dist.all_gather_object(rngs, rng)
+            rngs, digests = self._gather(rngs[0]), self._gather(digests[0])
+            if self.ctx.main and len(set(digests)) > 1:
+                print(f"warning: ranks hold different weights at step {self.step} (digests {digests})",
+                      flush=True)
         epoch, position = divmod(self.step, self.steps_per_epoch)
         return {
             "step": self.step,
@@ -273,7 +274,13 @@ class Trainer:
                 "epoch_length": self.plan.epoch_length,
             },
             "rng": rngs,
+            "rank_digests": digests,
         }
+
+    def _gather(self, value: Any) -> list[Any]:
+        values: list[Any] = [None] * self.ctx.world
+        dist.all_gather_object(values, value, group=self.ctx.group)
+        return values
 
     def save_checkpoint(self) -> Path:
         """Write the training state (rank 0; every rank takes part in gathering RNG states)."""
@@ -506,6 +513,18 @@ class Trainer:
     def _barrier(self) -> None:
         if self.ctx.world > 1:
             dist.barrier(group=self.ctx.group)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names and tensor bytes: ranks in sync have equal digests."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(key.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

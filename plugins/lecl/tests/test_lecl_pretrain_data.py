@@ -1,0 +1,114 @@
+"""Pretraining data: lesion-centred views, the world-size-independent batch plan, slices and boxes, config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clear_bench_lecl.pretrain.config import load_config
+from clear_bench_lecl.pretrain.data import (
+    Augment,
+    BatchPlan,
+    PretrainDataset,
+    SliceTable,
+    build_slice_table,
+)
+from lecl_pretrain_helpers import tiny_config
+from lecl_toy_source import ToySource
+
+from clear_bench.data.slices import SlicePlan
+from clear_bench.errors import ConfigError
+
+PLAIN = Augment(crop_min=0.08, blur=(0.0, 0.0), solarize=(0.0, 0.0), hflip=0.0, vflip=0.0)
+
+
+def _table(lesion_box: tuple[float, float, float, float] | None) -> SliceTable:
+    image = np.zeros((1, 1, 64, 64), dtype=np.uint8)
+    boxes = [np.zeros((0, 4), dtype=np.float32)]
+    if lesion_box is not None:
+        x0, y0, x1, y1 = lesion_box
+        image[0, 0, int(y0):int(y1), int(x0):int(x1)] = 255
+        boxes = [np.asarray([lesion_box], dtype=np.float32)]
+    return SliceTable(image, boxes, ["s"], np.zeros(1, int), np.zeros(1, int), np.zeros(1, int))
+
+
+def test_lesion_slice_gives_a_whole_view_and_a_crop_centred_on_the_lesion() -> None:
+    table = _table((50.0, 4.0, 58.0, 12.0))  # near the top-right corner: crops leave the slice
+    dataset = PretrainDataset(table, 32, 3, (0.0,) * 3, (1.0,) * 3, "lesion", PLAIN)
+    for seed in range(20):
+        whole, crop, is_lesion = dataset[(0, seed)]
+        assert is_lesion and whole.shape == crop.shape == (3, 32, 32)
+        assert whole.sum() == pytest.approx(64 / 64 * 64 * 3 * 0.25, rel=0.05)  # whole slice, 64 px lesion
+        assert crop[:, 15:17, 15:17].min() > 0.9, seed  # the lesion sits at the centre of the crop
+    sides = {float((dataset[(0, s)][1][0] > 0.5).sum()) for s in range(20)}
+    assert len(sides) > 3  # random crop sides
+
+
+def test_plain_moco_and_non_lesion_slices_get_two_random_resized_crops() -> None:
+    lesion = _table((28.0, 28.0, 36.0, 36.0))
+    moco = PretrainDataset(lesion, 32, 3, (0.0,) * 3, (1.0,) * 3, "none", PLAIN)
+    views = [moco[(0, seed)] for seed in range(10)]
+    assert all(flag for _, _, flag in views)  # the flag is carried either way
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b, _ in views)
+    plain = PretrainDataset(_table(None), 32, 3, (0.0,) * 3, (1.0,) * 3, "lesion", PLAIN)
+    a1, b1, flag = plain[(0, 7)]
+    a2, b2, _ = plain[(0, 7)]
+    assert not flag and np.array_equal(a1.numpy(), a2.numpy()) and np.array_equal(b1.numpy(), b2.numpy())
+
+
+def test_batch_plan_splits_the_same_global_batches_across_ranks() -> None:
+    lesion = np.arange(40) % 5 == 0
+    single = BatchPlan(lesion, 8, world=1, accum=2, seed=3)
+    ranks = [BatchPlan(lesion, 8, world=2, rank=r, accum=2, seed=3) for r in range(2)]
+    assert single.steps_per_epoch == ranks[0].steps_per_epoch == 5
+    for epoch in (0, 1):
+        one = list(single.micro_batches(epoch))
+        two = [list(plan.micro_batches(epoch)) for plan in ranks]
+        assert [a + b for a, b in zip(*two, strict=True)] == one
+    assert list(single.micro_batches(1, start_step=3)) == list(single.micro_batches(1))[6:]
+    assert not np.array_equal(single.epoch_order(0), single.epoch_order(1))
+
+
+def test_lesion_oversampling_repeats_lesion_slices() -> None:
+    lesion = np.arange(40) % 5 == 0  # 8 lesion slices
+    plan = BatchPlan(lesion, 8, oversample=2.5, seed=0)
+    order = plan.epoch_order(0)
+    assert len(order) == plan.epoch_length == 40 + 8 + 4
+    counts = np.bincount(order, minlength=40)
+    assert set(counts[lesion]) <= {2, 3} and counts[lesion].sum() == 20 and set(counts[~lesion]) == {1}
+
+
+def test_slice_table_keeps_lesion_slices_and_maps_boxes_onto_the_resized_slice() -> None:
+    source = ToySource(scans=2, slices=9, size=48, seed=0)
+    plan = SlicePlan(windows=("soft-tissue", "lung"), slice_step=4, image_size=32, channels=1)
+    table = build_slice_table(source, source.scan_ids(), plan, keep_lesion_slices=True)
+    # slices 0, 4, 8 plus lesion slices 1, 4, 7 -> 5 slices x 2 windows per scan
+    assert len(table) == 2 * 5 * 2 and table.images.shape[1:] == (1, 32, 32)
+    assert table.is_lesion.sum() == 2 * 3 * 2
+    for index in np.flatnonzero(table.is_lesion & (table.window_of == 0)):
+        x0, y0, x1, y1 = table.boxes[index][0]
+        cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+        # lesion 160 HU -> 0.8 in the soft-tissue window, tissue 40 HU -> 0.5
+        assert table.images[index, 0, cy, cx] > 180
+    without = build_slice_table(source, source.scan_ids(), plan, keep_lesion_slices=False)
+    assert len(without) == 2 * 3 * 2
+
+
+def test_config_errors_name_the_file_line_key_or_flag(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, "bad", optim={"epochs": 2, "batch_size": 16, "base_lr": "fast"},
+                       model={"arch": "vit_tiny_patch16", "imagesize": 32})
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    lines = excinfo.value.lines
+    assert any("optim.base_lr: expected float or int, got 'fast'" in line and str(path) in line
+               for line in lines)
+    assert any("model.imagesize: unknown key (did you mean 'image_size'?)" in line for line in lines)
+    good = tiny_config(tmp_path, "good")
+    with pytest.raises(ConfigError, match=r"--batch-size \(optim.batch_size\): must be > 0"):
+        load_config(good, {"optim.batch_size": 0})
+    config = load_config(good, {"optim.epochs": 7, "loss.sample_weight": 2.5, "sampling": "none"})
+    assert config.optim.epochs == 7 and config.loss.sample_weight == 2.5 and config.sampling == "none"

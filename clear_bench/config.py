@@ -29,6 +29,16 @@ class ComponentRef:
     name: str
     id: str
     options: dict[str, Any] = field(default_factory=dict)
+    pretrain: PretrainRef | None = None
+
+
+@dataclass(frozen=True)
+class PretrainRef:
+    """An encoder that ``run`` first trains: pretrainer name, its config file and extra flags."""
+
+    name: str
+    config: Path
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class BenchmarkConfig:
     seed: int
     output_dir: Path
     cache_dir: Path
+    checkpoint_dir: Path
     leaderboard_dir: Path
     plugins: tuple[Path, ...]
     preprocessing: PreprocessingConfig
@@ -120,6 +131,7 @@ _TOP: dict[str, Option] = {
     "seed": Option(int, 0, "global seed"),
     "output_dir": Option(str, None, "run folder (default: runs/<name> beside the YAML's parent)"),
     "cache_dir": Option(str, None, "embedding cache (default: the user cache folder)"),
+    "checkpoint_dir": Option(str, None, "encoders pretrained by the run (default: the user cache folder)"),
     "leaderboard_dir": Option(str, None, "markdown leaderboards (default: <output_dir>/leaderboards)"),
     "plugins": Option(list, [], "local plugin files or folders"),
     "preprocessing": Option(dict, {}, "slice windowing and selection"),
@@ -134,6 +146,15 @@ _COMPONENT_KEYS: dict[str, Option] = {
     "name": Option(str, None, "registered plugin name", required=True),
     "id": Option(str, None, "row label (default: the name; must be unique)"),
     "options": Option(dict, {}, "the component's own options"),
+}
+_ENCODER_KEYS: dict[str, Option] = {
+    **_COMPONENT_KEYS,
+    "pretrain": Option(dict, None, "train this encoder first: {name: PRETRAINER, config: FILE, args: [...]}"),
+}
+_PRETRAIN_KEYS: dict[str, Option] = {
+    "name": Option(str, None, "registered pretrainer", required=True),
+    "config": Option(Path, None, "the pretrainer's config file", required=True),
+    "args": Option(list, [], "extra command-line flags for the pretrainer"),
 }
 
 
@@ -223,7 +244,7 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
             problems.add(key, f"plugin file or folder not found: {candidate}")
         plugin_paths.append(candidate)
 
-    components = {kind: _check_components(top.get(kind), kind, problems)
+    components = {kind: _check_components(top.get(kind), kind, base, problems)
                   for kind in ("encoders", "tasks", "aggregators") if kind in top}
     if registry is not None:
         for kind, refs in components.items():
@@ -247,6 +268,7 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
         seed=top["seed"],
         output_dir=output_dir,
         cache_dir=_resolve(base, top.get("cache_dir")) or default_cache_dir() / "embeddings",
+        checkpoint_dir=_resolve(base, top.get("checkpoint_dir")) or default_cache_dir() / "checkpoints",
         leaderboard_dir=_resolve(base, top.get("leaderboard_dir")) or output_dir / "leaderboards",
         plugins=tuple(plugin_paths),
         preprocessing=PreprocessingConfig(
@@ -327,7 +349,23 @@ def _check_value(value: Any, option: Option, key_path: str, problems: _Problems)
     return True
 
 
-def _check_components(entries: Any, kind: str, problems: _Problems) -> list[tuple[int, ComponentRef]]:
+def _check_pretrain(entry: Any, key: str, base: Path, problems: _Problems) -> PretrainRef | None:
+    if entry is None:
+        return None
+    fields = _check_mapping(entry, _PRETRAIN_KEYS, key, problems)
+    if "name" not in fields or "config" not in fields:
+        return None
+    config = (base / str(fields["config"])).resolve()
+    if not config.is_file():
+        problems.add(f"{key}.config", f"file not found: {config}")
+    if not all(isinstance(arg, str) for arg in fields.get("args") or []):
+        problems.add(f"{key}.args", "expected a list of strings (command-line flags)")
+        return None
+    return PretrainRef(fields["name"], config, tuple(fields.get("args") or []))
+
+
+def _check_components(entries: Any, kind: str, base: Path,
+                      problems: _Problems) -> list[tuple[int, ComponentRef]]:
     refs: list[tuple[int, ComponentRef]] = []
     if not isinstance(entries, list):
         return refs  # the type problem was reported by the top-level check
@@ -342,11 +380,13 @@ def _check_components(entries: Any, kind: str, problems: _Problems) -> list[tupl
             problems.add(key, f"expected a mapping with 'name' (or a plain name), got {_describe(entry)}")
             continue
         before = len(problems.items)
-        fields = _check_mapping(entry, _COMPONENT_KEYS, key, problems)
+        schema = _ENCODER_KEYS if kind == "encoders" else _COMPONENT_KEYS
+        fields = _check_mapping(entry, schema, key, problems)
+        pretrain = _check_pretrain(fields.get("pretrain"), f"{key}.pretrain", base, problems)
         if len(problems.items) > before or "name" not in fields:
             continue
         options = dict(fields.get("options") or {})
-        ref = ComponentRef(fields["name"], fields.get("id") or fields["name"], options)
+        ref = ComponentRef(fields["name"], fields.get("id") or fields["name"], options, pretrain)
         if ref.id in seen_ids:
             problems.add(f"{key}.id", f"duplicate row id '{ref.id}' (also {kind}[{seen_ids[ref.id]}]); "
                                       "give each entry a distinct 'id'")
@@ -360,6 +400,9 @@ def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: 
                             problems: _Problems) -> None:
     table = registry.of_kind(kind)
     key = f"{kind}[{index}]"
+    if ref.pretrain is not None and ref.pretrain.name not in registry.pretrainers:
+        known = ", ".join(sorted(registry.pretrainers)) or "none installed"
+        problems.add(f"{key}.pretrain.name", f"unknown pretrainer '{ref.pretrain.name}' (known: {known})")
     if ref.name not in table:
         known = ", ".join(sorted(table)) or "none installed"
         failed = [f.plugin for f in registry.failures]

@@ -8,13 +8,14 @@ all rows of a board are scored on the same patients.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gc
 import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 from clear_bench import __version__
 from clear_bench.cache import EmbeddingCache, encoder_description, safe_filename
 from clear_bench.config import BenchmarkConfig, ComponentRef
-from clear_bench.errors import DataError, UserError
+from clear_bench.errors import DataError, UserError, WeightsNotFoundError
 from clear_bench.evaluation.bags import pad_bags
 from clear_bench.evaluation.bootstrap import summarize
 from clear_bench.evaluation.compare import compare_rows
@@ -79,7 +80,15 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
     tasks = [_load_task(ref, registry, log) for ref in config.tasks]
     records = []
     for ref in config.encoders:
-        records.append(_extract_encoder(ref, registry, tasks, config, cache, device, log, progress, failures))
+        try:
+            if ref.pretrain is not None:
+                ref = _pretrained(ref, registry, config.checkpoint_dir, log)
+            records.append(_extract_encoder(ref, registry, tasks, config, cache, device, log, progress,
+                                            failures))
+        except WeightsNotFoundError as error:
+            # One encoder without weights must not cost the user every other row.
+            failures.append(f"encoder {ref.id} left out: {error}")
+            log(f"encoder {ref.id}: LEFT OUT, {error}")
         gc.collect()
 
     train = TrainConfig(
@@ -99,6 +108,37 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
     for path in written:
         log(f"leaderboard: {path}")
     return RunOutcome(written, run_dir, failures)
+
+
+def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
+                log: Callable[[str], None]) -> ComponentRef:
+    """Train the encoder of ``ref`` with its pretrainer unless a checkpoint of the same recipe exists.
+
+    The checkpoint is content-addressed by the pretrainer, its config file's bytes and its extra flags;
+    an interrupted pretraining resumes from its last training-state checkpoint.
+    """
+    assert ref.pretrain is not None
+    spec = registry.pretrainer(ref.pretrain.name)
+    key = stable_hash({"pretrainer": spec.name, "config": ref.pretrain.config.read_text(),
+                       "args": list(ref.pretrain.args)})
+    folder = checkpoint_dir / f"{safe_filename(ref.id)}-{key}"
+    marker = folder / "encoder-checkpoint.json"
+    if marker.is_file():
+        checkpoint = Path(json.loads(marker.read_text())["checkpoint"])
+        if checkpoint.is_file():
+            log(f"encoder {ref.id}: pretrained checkpoint reused ({checkpoint})")
+            return replace(ref, options={**ref.options, "checkpoint": str(checkpoint)})
+    parser = argparse.ArgumentParser(prog=f"clear-bench pretrain {spec.name}")
+    spec.add_arguments(parser)
+    argv = ["--config", str(ref.pretrain.config), "--output-dir", str(folder), *ref.pretrain.args]
+    if folder.is_dir() and any(folder.iterdir()):
+        argv.append("--resume")
+    log(f"encoder {ref.id}: pretraining with {spec.name} ({ref.pretrain.config.name}) into {folder}")
+    checkpoint = spec.run(parser.parse_args(argv))
+    if checkpoint is None:
+        raise DataError(f"pretrainer '{spec.name}' returned no checkpoint for encoder '{ref.id}'")
+    atomic_write(marker, json.dumps({"checkpoint": str(checkpoint), "key": key}))
+    return replace(ref, options={**ref.options, "checkpoint": str(checkpoint)})
 
 
 def _load_task(ref: ComponentRef, registry: Registry, log: Callable[[str], None]) -> LoadedTask:

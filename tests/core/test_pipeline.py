@@ -1,0 +1,82 @@
+"""``clear-bench run`` end to end on a tiny synthetic cohort: leaderboards, resumption, left-out parts."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from clear_bench.cli import main
+
+BENCH = """
+name: tiny
+output_dir: run
+cache_dir: cache
+checkpoint_dir: checkpoints
+leaderboard_dir: boards
+preprocessing: {{windows: [soft-tissue, lung]}}
+extraction: {{batch_size: 32, num_workers: 0}}
+encoders:
+  - hu-reference
+  - name: lecl-vit
+    id: vit-tiny
+    options: {{weights: random, arch: vit_tiny_patch16, img_size: 32}}
+{extra_encoders}
+tasks:
+  - name: lesion-location
+    options: {{source: {{name: synthetic, patients: 20, slices: 8, matrix: 48, cache_dir: volumes}}}}
+aggregators: [abmil, mean-pool]
+crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8}}
+"""
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
+    folder = tmp_path_factory.mktemp("bench")
+    extra = textwrap.indent(textwrap.dedent("""
+        - name: lecl-vit
+          id: vit-missing-weights
+          options: {arch: vit_tiny_patch16, img_size: 32}
+    """).strip(), "  ")
+    config = folder / "tiny.yaml"
+    config.write_text(BENCH.format(extra_encoders=extra))
+    code = main(["run", str(config), "--no-progress"])
+    return config, (folder / "boards" / "lesion-location.md").read_text(), code
+
+
+def test_run_writes_task_and_overall_boards(first_run) -> None:
+    config, board, code = first_run
+    assert code == 0
+    assert board.startswith("# lesion-location")
+    for row in ("hu-reference | abmil", "hu-reference | mean-pool", "vit-tiny (random init) | abmil",
+                "vit-tiny (random init) | mean-pool"):
+        assert row in board
+    assert "split fingerprint `" in board
+    assert "| bone | abdomen | mediastinum | liver | lung | kidney | soft tissue | pelvis |" in board
+    overall = (config.parent / "boards" / "overall.md").read_text()
+    assert overall.count("| vit-tiny (random init) |") == 2
+    assert (config.parent / "run" / "leaderboards" / "overall.md").is_file()
+
+
+def test_encoder_without_weights_is_left_out_and_reported(first_run) -> None:
+    config, board, _ = first_run
+    assert "vit-missing-weights" not in board
+    manifest = json.loads((config.parent / "run" / "run.json").read_text())
+    [failure] = [f for f in manifest["failures"] if "vit-missing-weights" in f]
+    assert "no checkpoint given" in failure
+    assert {e["id"] for e in manifest["encoders"]} == {"hu-reference", "vit-tiny"}
+
+
+def test_rerun_reuses_embeddings_and_folds(first_run, capsys) -> None:
+    config, board, _ = first_run
+    folds = sorted((config.parent / "run" / "tasks" / "lesion-location" / "folds").glob("*.npz"))
+    stamps = {path: path.stat().st_mtime_ns for path in folds}
+    assert len(folds) == 2 * 2 * 2  # encoders x aggregators x folds
+    capsys.readouterr()
+    assert main(["run", str(config), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "0 extracted, 20 cached" in out
+    assert {path: path.stat().st_mtime_ns for path in folds} == stamps
+    assert (config.parent / "boards" / "lesion-location.md").read_text() == board

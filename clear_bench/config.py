@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from clear_bench.errors import ConfigError
+from clear_bench.errors import ConfigError, UserError
 from clear_bench.registry import Registry
 from clear_bench.specs import Option, Options
 
@@ -433,19 +433,15 @@ def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: 
 
 
 def _check_windows(windows: Sequence[Any], problems: _Problems) -> None:
-    from clear_bench.data.windowing import PRESETS
+    from clear_bench.data.windowing import PRESETS, parse_window
 
     for index, window in enumerate(windows):
-        key = f"preprocessing.windows[{index}]"
-        if not isinstance(window, str):
-            problems.add(key, f"expected a window name or 'W<width>L<level>', got {_describe(window)}")
-        elif window not in PRESETS and not _is_custom_window(window):
-            problems.add(key, f"unknown window '{window}'; expected one of {', '.join(PRESETS)} "
-                              "or 'W<width>L<level>' such as W350L50")
-
-
-def _is_custom_window(text: str) -> bool:
-    return re.fullmatch(r"W\d+(\.\d+)?L-?\d+(\.\d+)?", text) is not None
+        try:
+            parse_window(window)
+        except (ValueError, TypeError, UserError):
+            problems.add(f"preprocessing.windows[{index}]",
+                         f"unknown window {window!r}; expected one of {', '.join(PRESETS)}, "
+                         "'W<width>L<level>' such as W350L50, or {width: ..., level: ...}")
 
 
 def _suggest(word: str, candidates: Any) -> str:

@@ -129,7 +129,7 @@ def test_missing_required_sections_and_bad_windows(bench) -> None:
     lines = problems_of(path)
     assert any(line.endswith("encoders: required key is missing (encoders to compare)") for line in lines)
     assert f"{path}:2: tasks: expected at least one task" in lines
-    bad_window = f"{path}:4: preprocessing.windows[1]: unknown window 'brain'"
+    bad_window = f"{path}:4: preprocessing.windows[1]: unknown window 'brain'; expected one of"
     assert any(line.startswith(bad_window) for line in lines)
     assert not any("windows[2]" in line for line in lines)
 

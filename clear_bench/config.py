@@ -398,24 +398,30 @@ def _check_components(entries: Any, kind: str, base: Path,
 
 def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: Registry, base: Path,
                             problems: _Problems) -> None:
-    table = registry.of_kind(kind)
     key = f"{kind}[{index}]"
     if ref.pretrain is not None and ref.pretrain.name not in registry.pretrainers:
         known = ", ".join(sorted(registry.pretrainers)) or "none installed"
         problems.add(f"{key}.pretrain.name", f"unknown pretrainer '{ref.pretrain.name}' (known: {known})")
-    if ref.name not in table:
+    _check_component(ref.name, ref.options, kind, f"{key}.name", f"{key}.options", registry, base, problems)
+
+
+def _check_component(name: str, options: dict[str, Any], kind: str, name_path: str, options_path: str,
+                     registry: Registry, base: Path, problems: _Problems) -> None:
+    """Check a component name and its options (in place: paths become absolute), recursing into options
+    that name another component."""
+    table = registry.of_kind(kind)
+    if name not in table:
         known = ", ".join(sorted(table)) or "none installed"
         failed = [f.plugin for f in registry.failures]
         hint = f"; plugins that failed to load: {', '.join(failed)}" if failed else ""
-        problems.add(f"{key}.name", f"unknown {kind[:-1]} '{ref.name}'{_suggest(ref.name, table)} "
-                                    f"(known: {known}){hint}")
+        problems.add(name_path, f"unknown {kind[:-1]} '{name}'{_suggest(name, table)} (known: {known}){hint}")
         return
-    declared: Options = table[ref.name].spec.options
-    for option_key, value in ref.options.items():
-        option_path = f"{key}.options.{option_key}"
+    declared: Options = table[name].spec.options
+    for option_key, value in list(options.items()):
+        option_path = f"{options_path}.{option_key}"
         if option_key not in declared:
             expected = ", ".join(declared) or "no options"
-            problems.add(option_path, f"unknown option for {kind[:-1]} '{ref.name}'"
+            problems.add(option_path, f"unknown option for {kind[:-1]} '{name}'"
                                       f"{_suggest(option_key, declared)}; expected: {expected}")
             continue
         option = declared[option_key]
@@ -423,13 +429,23 @@ def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: 
             continue
         if option.type is Path and value is not None:
             resolved = (base / str(value)).expanduser().resolve()
-            if not resolved.exists():
+            if option.must_exist and not resolved.exists():
                 problems.add(option_path, f"file not found: {resolved}")
             else:
-                ref.options[option_key] = str(resolved)
+                options[option_key] = str(resolved)
+        elif option.component and isinstance(value, str):
+            _check_component(value, {}, option.component, option_path, option_path, registry, base, problems)
+        elif option.component and isinstance(value, dict):
+            nested = {k: v for k, v in value.items() if k != "name"}
+            if "name" not in value:
+                problems.add(option_path, f"expected 'name' of a {option.component[:-1]} among its keys")
+                continue
+            _check_component(str(value["name"]), nested, option.component, f"{option_path}.name",
+                             option_path, registry, base, problems)
+            options[option_key] = {"name": value["name"], **nested}
     for option_key, option in declared.items():
-        if option.required and option_key not in ref.options:
-            problems.add(f"{key}.options.{option_key}", f"required option is missing ({option.help})")
+        if option.required and option_key not in options:
+            problems.add(f"{options_path}.{option_key}", f"required option is missing ({option.help})")
 
 
 def _check_windows(windows: Sequence[Any], problems: _Problems) -> None:

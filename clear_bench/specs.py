@@ -33,6 +33,12 @@ class Option:
     help: str = ""
     choices: Sequence[Any] | None = None
     required: bool = False
+    must_exist: bool = True
+    """For ``type=Path``: the file or folder must exist (inputs); False for output or cache folders.
+    Either way a relative path is taken from the YAML file's folder."""
+    component: str | None = None
+    """The value names another component of this kind (e.g. ``"sources"``): a name, or a mapping with
+    ``name`` and that component's own options, validated against its declared options."""
 
     def type_name(self) -> str:
         types = self.type if isinstance(self.type, tuple) else (self.type,)

@@ -16,7 +16,7 @@ PLUGIN = """
 from pathlib import Path
 
 from clear_bench import hookimpl
-from clear_bench.specs import EncoderSpec, Option, TaskSpec
+from clear_bench.specs import EncoderSpec, Option, SourceSpec, TaskSpec
 
 @hookimpl
 def clear_bench_encoders():
@@ -26,7 +26,14 @@ def clear_bench_encoders():
 
 @hookimpl
 def clear_bench_tasks():
-    return [TaskSpec(name="toy-task", label_type="binary", load=lambda options: None)]
+    return [TaskSpec(name="toy-task", label_type="binary", load=lambda options: None,
+                     options={"source": Option((str, dict), "toy-source", "scans", component="sources")})]
+
+@hookimpl
+def clear_bench_sources():
+    return [SourceSpec(name="toy-source", build=lambda options: None,
+                       options={"root": Option(Path, None, "scan folder"),
+                                "cache": Option(Path, None, "output folder", must_exist=False)})]
 """
 
 
@@ -155,3 +162,32 @@ def test_not_yaml_and_missing_file(tmp_path: Path, capsys) -> None:
     assert f"error: {broken}:" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "nowhere.yaml"), "--check"]) == 2
     assert "nowhere.yaml: no such file" in capsys.readouterr().err
+
+
+def test_nested_source_options_are_checked_and_paths_resolved(bench, tmp_path: Path) -> None:
+    (tmp_path / "scans").mkdir()
+    good = bench("""
+        encoders: [toy-encoder]
+        tasks:
+          - name: toy-task
+            options: {source: {name: toy-source, root: scans, cache: not-yet/there}}
+    """)
+    config = load_benchmark(good, load_registry([tmp_path / "toy_plugin.py"]))
+    assert config.tasks[0].options["source"] == {
+        "name": "toy-source", "root": str(tmp_path / "scans"), "cache": str(tmp_path / "not-yet" / "there")}
+
+    bad = bench("""
+        encoders: [toy-encoder]
+        tasks:
+          - name: toy-task
+            options:
+              source: {name: toy-source, rooot: scans}
+          - name: toy-task
+            id: second
+            options: {source: toy-sauce}
+    """)
+    lines = problems_of(bad)
+    assert any(line.startswith(f"{bad}:6: tasks[0].options.source.rooot: unknown option for source "
+                               "'toy-source' (did you mean 'root'?)") for line in lines)
+    assert any(line.startswith(f"{bad}:9: tasks[1].options.source: unknown source 'toy-sauce' "
+                               "(did you mean 'toy-source'?)") for line in lines)

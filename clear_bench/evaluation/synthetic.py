@@ -25,7 +25,10 @@ def planted_bags(n_bags: int, n_instances: int, dim: int, n_labels: int = 1, n_s
         y = (rng.random(n_labels) < prevalence).astype(np.float32)
         x = rng.normal(size=(n_instances, dim)).astype(np.float32)
         for label in np.flatnonzero(y):
-            rows = np.arange(n_instances) if n_signal is None else rng.choice(n_instances, n_signal, replace=False)
+            if n_signal is None:
+                rows = np.arange(n_instances)
+            else:
+                rows = rng.choice(n_instances, n_signal, replace=False)
             x[rows] += amplitude * directions[label]
         scan_id = f"scan-{b:04d}"
         slices = np.arange(n_instances) // n_windows

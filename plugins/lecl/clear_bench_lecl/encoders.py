@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from clear_bench.errors import ConfigError, WeightsNotFoundError
 from clear_bench.specs import Encoder, EncoderSpec, Option, Preprocessing, resolve_options
-from clear_bench_lecl.backbones import MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, build_backbone, family
-from clear_bench_lecl.checkpoint import load_encoder_checkpoint
+from clear_bench_lecl.archs import MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, family
+
+if TYPE_CHECKING:  # listing the specs imports no torch; building does
+    from torch import nn
 
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -73,6 +73,8 @@ def build_encoder(name: str, given: Mapping[str, Any]) -> Encoder:
             f"{name}: checkpoint not found: {path.resolve()} (option 'checkpoint'); train one with "
             "`clear-bench pretrain lecl --config CONFIG`, or set `weights: random` for a random-initialised "
             "baseline")
+    from clear_bench_lecl.checkpoint import load_encoder_checkpoint
+
     model, meta = load_encoder_checkpoint(path)
     arch = meta["arch"]
     if family(arch) != kind or (options["arch"] and options["arch"] != arch):
@@ -98,6 +100,10 @@ def _checked_img_size(name: str, path: Path, kind: str, wanted: int | None, trai
 
 
 def _random_encoder(name: str, default_arch: str, options: Mapping[str, Any]) -> Encoder:
+    import torch
+
+    from clear_bench_lecl.backbones import build_backbone
+
     arch = options["arch"] or default_arch
     img_size = options["img_size"] or 224
     seed = int(options["seed"])
@@ -110,7 +116,7 @@ def _random_encoder(name: str, default_arch: str, options: Mapping[str, Any]) ->
                              "img_size": img_size, "weights": "random", "seed": seed})
 
 
-def _encoder(name: str, model: torch.nn.Module, preprocessing: Preprocessing, *, weights_digest: str,
+def _encoder(name: str, model: nn.Module, preprocessing: Preprocessing, *, weights_digest: str,
              random_init: bool, options: dict[str, Any]) -> Encoder:
     for param in model.parameters():
         param.requires_grad_(False)

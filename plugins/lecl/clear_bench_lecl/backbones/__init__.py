@@ -12,21 +12,9 @@ import timm
 import torch
 from torch import nn
 
+from clear_bench_lecl.archs import ARCHS, MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, family
 from clear_bench_lecl.backbones.vit import CONV_STEM_CONFIGS, build_vit
 from clear_bench_lecl.backbones.vmamba import VMAMBA_CONFIGS, VSSM
-
-VIT_ARCHS = ("vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16", *CONV_STEM_CONFIGS)
-MAMBAOUT_ARCHS = ("mambaout_femto", "mambaout_kobe", "mambaout_tiny", "mambaout_small", "mambaout_base")
-VMAMBA_ARCHS = tuple(VMAMBA_CONFIGS)
-ARCHS = (*VIT_ARCHS, *MAMBAOUT_ARCHS, *VMAMBA_ARCHS)
-
-
-def family(arch: str) -> str:
-    """"vit", "mambaout" or "vmamba"; a ValueError listing the known archs otherwise."""
-    for name, archs in (("vit", VIT_ARCHS), ("mambaout", MAMBAOUT_ARCHS), ("vmamba", VMAMBA_ARCHS)):
-        if arch in archs:
-            return name
-    raise ValueError(f"unknown arch '{arch}' (known: {', '.join(ARCHS)})")
 
 
 def build_backbone(arch: str, img_size: int = 224, in_chans: int = 3, **kwargs: Any) -> nn.Module:

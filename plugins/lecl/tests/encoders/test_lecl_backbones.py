@@ -103,3 +103,12 @@ def test_unknown_arch_lists_the_known_ones():
     with pytest.raises(ValueError, match="vmamba_tiny"):
         build_backbone("vmamba_huge")
     assert {"vit_small_patch16", "mambaout_femto", "vmamba_tiny"} <= set(ARCHS)
+
+
+def test_arch_names_listed_without_torch_match_the_configs():
+    from clear_bench_lecl import archs
+    from clear_bench_lecl.backbones.vit import CONV_STEM_CONFIGS
+    from clear_bench_lecl.backbones.vmamba import VMAMBA_CONFIGS
+
+    assert tuple(VMAMBA_CONFIGS) == archs.VMAMBA_ARCHS
+    assert set(CONV_STEM_CONFIGS) <= set(archs.VIT_ARCHS)

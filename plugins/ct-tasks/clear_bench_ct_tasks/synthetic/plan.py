@@ -151,18 +151,18 @@ def plan_patient(config: CohortConfig, index: int) -> PatientPlan:
     size = {0: (lo, lo + 0.4 * span), 1: (lo + 0.6 * span, hi)}.get(stage, (lo, hi))
     lesions.append(_lesion(rng, partial, diff, primary, "primary", rng.uniform(*size)))
     if stage == 2 or (stage == 3 and rng.random() < 0.6):
-        for _ in range(int(rng.integers(1, 4))):
+        for _ in range(int(rng.integers(1, diff.max_lesions + 1))):
             lesions.append(_lesion(rng, partial, diff, _NODE_STATION[primary], "node",
                                    rng.uniform(lo, lo + 0.5 * span)))
     if stage == 3:
         candidates = {k: v for k, v in _METASTASIS_SITES.items() if k != primary}
         for organ in _choices(rng, candidates, int(rng.integers(1, 3))):
-            for _ in range(int(rng.integers(1, 4))):
+            for _ in range(int(rng.integers(1, diff.max_lesions + 1))):
                 size = rng.uniform(lo, lo + 0.6 * span)
                 lesions.append(_lesion(rng, partial, diff, organ, "metastasis", size))
     for organ in LESION_TYPES:
         if rng.random() < _BENIGN_RATE[organ]:
-            for _ in range(int(rng.integers(1, 3))):
+            for _ in range(int(rng.integers(1, max(2, diff.max_lesions)))):
                 lesions.append(_lesion(rng, partial, diff, organ, "benign", rng.uniform(lo, lo + 0.4 * span)))
     disease = _disease(rng, partial, diff)
     return replace(partial, lesions=tuple(lesions), disease=disease,
@@ -179,7 +179,8 @@ def _lesion(rng: np.random.Generator, plan: PatientPlan, diff: Difficulty, organ
     elif delta is None:
         hu = 35.0
     else:
-        hu = tissue + delta * diff.contrast
+        # more contrast means more conspicuous, but an enhancing mass stays below ~100 HU
+        hu = min(tissue + delta * diff.contrast, 100.0)
     elong = rng.uniform(0.8, 1.0)
     return Lesion(organ, role, plan.z_of_t(t), y, x, radius * rng.uniform(0.85, 1.15), radius * elong, radius,
                   float(rng.uniform(0, 180)), float(hu), _CLIP_TO.get(organ),

@@ -151,6 +151,10 @@ class ExtractionReport:
     nonfinite: list[str] = field(default_factory=list)
     instances: int = 0
     forward_calls: int = 0
+    forward_seconds: float = 0.0
+    """Time spent in the model; the rest of ``seconds`` is waiting for data and bookkeeping."""
+    first_batch_seconds: float = 0.0
+    """Start-up: from the call until the first batch reached the model (workers starting, first reads)."""
     seconds: float = 0.0
 
     @property
@@ -214,7 +218,9 @@ def make_instances(scan: Any, plan: SlicePlan, preprocessing: Preprocessing,
             raise ConfigError(f"encoder preprocessing has {len(mean)} mean / {len(std)} std values for "
                               f"{channels} input channels")
         shape = (1, channels) + (1,) * (images.ndim - 2)
-        images = (images - mean.reshape(shape)) / std.reshape(shape)
+        normalised = np.multiply(images, (1.0 / std).reshape(shape), dtype=np.float32)  # one allocation
+        normalised += (-mean / std).reshape(shape)
+        images = normalised
     return np.ascontiguousarray(images, dtype=np.float32), slice_index, window_id
 
 
@@ -299,6 +305,7 @@ class _Batcher:
         self.parts: deque[tuple[int, np.ndarray]] = deque()
         self.rows = 0
         self.events: list[tuple[Any, ...]] = []
+        self.started = False
 
     def _limit(self, shape: tuple[int, ...]) -> int:
         depth = shape[1] if len(shape) == 4 else 1  # [C, D, S, S] volumes
@@ -310,8 +317,12 @@ class _Batcher:
         self.parts.append((pos, images))
         self.rows += len(images)
         limit = self._limit(images.shape[1:])
+        if not self.started:  # the first scan goes out at once, so the model starts early
+            self.started = True
+            limit = min(limit, self.rows)
         while self.rows >= limit:
             yield from self._emit(limit)
+            limit = self._limit(images.shape[1:])
 
     def finish(self) -> Iterator[dict[str, Any]]:
         if self.rows:
@@ -453,15 +464,19 @@ def extract(
                         _handle_event(event, jobs, pending, report, bar)
                     if item["images"] is None:
                         continue
+                    if not report.forward_calls:
+                        report.first_batch_seconds = time.perf_counter() - started
                     x = item["images"].to(dev, non_blocking=True)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
+                    tick = time.perf_counter()
                     out = model(x)
+                    values = out.float().cpu().numpy()  # also waits for an asynchronous device
+                    report.forward_seconds += time.perf_counter() - tick
                     report.forward_calls += 1
                     if out.ndim != 2 or out.shape != (x.shape[0], encoder.embed_dim):
                         raise PluginError(f"encoder '{encoder.name}' returned shape {tuple(out.shape)} for a "
                                           f"batch of {x.shape[0]}; it declares [batch, {encoder.embed_dim}]")
-                    values = out.float().cpu().numpy()
                     positions = item["pos"].numpy()
                     report.instances += len(positions)
                     starts = np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]])

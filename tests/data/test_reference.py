@@ -5,7 +5,8 @@ import torch
 
 from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan, slice_instances
-from clear_bench.reference import HU_EDGES, HUReference, feature_names, reference_encoder_spec
+from clear_bench.reference import HU_EDGES, feature_names, reference_encoder_spec
+from clear_bench.reference_model import HUReference
 
 
 def _named(features):

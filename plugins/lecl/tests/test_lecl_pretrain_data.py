@@ -112,3 +112,11 @@ def test_config_errors_name_the_file_line_key_or_flag(tmp_path: Path) -> None:
         load_config(good, {"optim.batch_size": 0})
     config = load_config(good, {"optim.epochs": 7, "loss.sample_weight": 2.5, "sampling": "none"})
     assert config.optim.epochs == 7 and config.loss.sample_weight == 2.5 and config.sampling == "none"
+
+
+def test_every_recipe_validates() -> None:
+    recipes = sorted((Path(__file__).resolve().parents[3] / "benchmarks" / "pretrain").glob("*.yaml"))
+    assert len(recipes) >= 5
+    for recipe in recipes:
+        config = load_config(recipe)
+        assert config.optim.batch_size % config.optim.accum_steps == 0, recipe.name

@@ -212,8 +212,7 @@ class PretrainConfig:
         """Hash of everything that determines the trained weights (not where or how often it logs)."""
         values = self.to_dict()
         values.pop("path", None)
-        runtime = values.pop("runtime")
-        values["device"] = runtime["device"]
+        values.pop("runtime")  # where and how it runs (device, threads, output...) may change on resume
         return stable_hash(values)
 
 

@@ -51,6 +51,23 @@ _register(SourceSpec("synthetic", build_synthetic,
                      options=_SYNTHETIC_OPTIONS))
 
 
+def _file_sources() -> None:
+    from clear_bench_ct_tasks import filesources as fs
+
+    _register(SourceSpec("folder", fs.build_folder, "a folder of NIfTI / NRRD / MHA files and DICOM series, "
+                         "optional lesion masks", options=fs.FOLDER_OPTIONS))
+    _register(SourceSpec("seed-png", fs.build_seed_png, "CLEAR seed layout: a folder of pre-windowed PNG "
+                         "slices per patient, optional lesion CSV", options=fs.SEED_OPTIONS))
+    _register(SourceSpec("deeplesion", fs.build_deeplesion, "DeepLesion Images_png + DL_info.csv (key-slice "
+                         "boxes, 8 coarse lesion types)", options=fs.DEEPLESION_OPTIONS))
+    _register(SourceSpec("samples", fs.build_samples, "public sample CTs from pinned PyPI sdists "
+                         "(TotalSegmentator, pyradiomics), lung tumour masks as boxes",
+                         options=fs.SAMPLES_OPTIONS))
+
+
+_file_sources()
+
+
 def split_source_option(value: str | Mapping[str, Any] | None, default: str = "synthetic"
                         ) -> tuple[str, dict[str, Any]]:
     """``(name, options)`` of a task's ``source`` option."""

@@ -211,10 +211,11 @@ def _download_with_pip(package: Package, folder: Path, log: Callable[[str], None
     errors = []
     for command in commands:
         log(f"{' '.join(command)} download --no-deps --no-binary :all: {spec}")
-        args = ["download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation", "-d", str(folder)]
+        # pip prepares an sdist's metadata before saving it, which needs the package's build requirements
+        args = ["download", "--no-deps", "--no-binary", ":all:", "-d", str(folder)]
         result = subprocess.run([*command, *args, spec], capture_output=True, text=True, check=False)
         found = sorted(folder.glob("*.tar.gz"))
-        if found:  # pip may fail preparing metadata after the archive is saved; the archive is what we need
+        if found:
             return found[0]
         stderr = result.stderr.strip()
         errors.append(stderr.splitlines()[-1] if stderr else f"exit {result.returncode}")

@@ -135,7 +135,8 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version: str) -> str:
+def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version: str,
+                         left_out: Sequence[str] = ()) -> str:
     """Mean macro AUROC and mean rank of every (encoder, aggregator) across tasks."""
     per_row: dict[str, dict[str, float]] = {}
     ranks: dict[str, list[int]] = {}
@@ -167,4 +168,6 @@ def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version
         mean_rank = sum(ranks[name]) / len(ranks[name])
         lines.append(f"| {encoder} | {aggregator} | {mean_rank:.2f} | {mean_auroc(name):.3f} | "
                      + " | ".join(cells) + " |")
+    if left_out:
+        lines += ["", "## Encoders left out", "", *[f"- {item}" for item in left_out]]
     return "\n".join(lines) + "\n"

@@ -76,6 +76,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
     cache = EmbeddingCache(config.cache_dir)
     device = str(resolve_device(config.device))
     failures: list[str] = []
+    left_out: list[str] = []
 
     tasks = [_load_task(ref, registry, log) for ref in config.tasks]
     records = []
@@ -88,6 +89,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
         except WeightsNotFoundError as error:
             # One encoder without weights must not cost the user every other row.
             failures.append(f"encoder {ref.id} left out: {error}")
+            left_out.append(f"`{ref.id}`: {error}")
             log(f"encoder {ref.id}: LEFT OUT, {error}")
         gc.collect()
 
@@ -103,7 +105,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
         if board is not None:
             boards.append(board)
 
-    written = _write_boards(boards, config, run_dir)
+    written = _write_boards(boards, config, run_dir, left_out)
     _write_manifest(run_dir / "run.json", config, records, tasks, failures)
     for path in written:
         log(f"leaderboard: {path}")
@@ -257,7 +259,8 @@ def _write_cell(folder: Path, name: str, result: CrossValResult, summary: Any) -
     atomic_write(folder / f"{stem}.predictions.csv", _csv_text(lines))
 
 
-def _write_boards(boards: list[TaskBoard], config: BenchmarkConfig, run_dir: Path) -> list[Path]:
+def _write_boards(boards: list[TaskBoard], config: BenchmarkConfig, run_dir: Path,
+                  left_out: list[str]) -> list[Path]:
     written = []
     for folder in {config.leaderboard_dir, run_dir / "leaderboards"}:
         for board in boards:
@@ -266,7 +269,8 @@ def _write_boards(boards: list[TaskBoard], config: BenchmarkConfig, run_dir: Pat
             written.append(path)
         if boards:
             path = folder / "overall.md"
-            atomic_write(path, render_overall_board(boards, benchmark=config.name, version=__version__))
+            atomic_write(path, render_overall_board(boards, benchmark=config.name, version=__version__,
+                                                    left_out=left_out))
             written.append(path)
     return sorted(set(written))
 

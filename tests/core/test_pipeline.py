@@ -66,6 +66,8 @@ def test_encoder_without_weights_is_left_out_and_reported(first_run) -> None:
     manifest = json.loads((config.parent / "run" / "run.json").read_text())
     [failure] = [f for f in manifest["failures"] if "vit-missing-weights" in f]
     assert "no checkpoint given" in failure
+    overall = (config.parent / "boards" / "overall.md").read_text()
+    assert "## Encoders left out" in overall and "`vit-missing-weights`: lecl-vit: no checkpoint" in overall
     assert {e["id"] for e in manifest["encoders"]} == {"hu-reference", "vit-tiny"}
 
 

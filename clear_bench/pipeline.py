@@ -68,9 +68,13 @@ class RunOutcome:
     failures: list[str]
 
 
-def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
+def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missing: bool = True,
                   log: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
-    """Run every encoder x task x aggregator of ``config``; returns the leaderboard paths."""
+    """Run every encoder x task x aggregator of ``config``; returns the leaderboard paths.
+
+    With ``extract_missing=False`` (``clear-bench evaluate``) nothing is embedded or pretrained: every
+    embedding must already be in the cache.
+    """
     run_dir = config.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(config.cache_dir)
@@ -83,9 +87,9 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
     for ref in config.encoders:
         try:
             if ref.pretrain is not None:
-                ref = _pretrained(ref, registry, config.checkpoint_dir, log)
+                ref = _pretrained(ref, registry, config.checkpoint_dir, log, train=extract_missing)
             records.append(_extract_encoder(ref, registry, tasks, config, cache, device, log, progress,
-                                            failures))
+                                            failures, extract_missing))
         except WeightsNotFoundError as error:
             # One encoder without weights must not cost the user every other row.
             failures.append(f"encoder {ref.id} left out: {error}")
@@ -113,7 +117,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *,
 
 
 def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
-                log: Callable[[str], None]) -> ComponentRef:
+                log: Callable[[str], None], *, train: bool = True) -> ComponentRef:
     """Train the encoder of ``ref`` with its pretrainer unless a checkpoint of the same recipe exists.
 
     The checkpoint is content-addressed by the pretrainer, its config file's bytes and its extra flags;
@@ -130,6 +134,9 @@ def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
         if checkpoint.is_file():
             log(f"encoder {ref.id}: pretrained checkpoint reused ({checkpoint})")
             return replace(ref, options={**ref.options, "checkpoint": str(checkpoint)})
+    if not train:
+        raise WeightsNotFoundError(f"encoder '{ref.id}' has not been pretrained yet (no checkpoint under "
+                                   f"{folder}); `clear-bench run` trains it")
     parser = argparse.ArgumentParser(prog=f"clear-bench pretrain {spec.name}")
     spec.add_arguments(parser)
     argv = ["--config", str(ref.pretrain.config), "--output-dir", str(folder), *ref.pretrain.args]
@@ -155,7 +162,7 @@ def _load_task(ref: ComponentRef, registry: Registry, log: Callable[[str], None]
 
 def _extract_encoder(ref: ComponentRef, registry: Registry, tasks: list[LoadedTask], config: BenchmarkConfig,
                      cache: EmbeddingCache, device: str, log: Callable[[str], None], progress: bool,
-                     failures: list[str]) -> EncoderRecord:
+                     failures: list[str], extract_missing: bool = True) -> EncoderRecord:
     encoder = build_encoder(registry.encoder(ref.name), ref.options)
     if encoder.random_init:
         log(f"encoder {ref.id}: RANDOM-INIT weights ({encoder.weights_digest}), as the config asks")
@@ -166,6 +173,8 @@ def _extract_encoder(ref: ComponentRef, registry: Registry, tasks: list[LoadedTa
                               slice_step=prep.slice_step, slice_spacing_mm=prep.slice_spacing_mm,
                               image_size=prep.image_size)
         record.plans[task.ref.id] = plan
+        if not extract_missing:
+            continue
         ids = sorted(task.data.labels)
         report = extract(encoder, task.data.source, ids, plan, cache,
                          batch_size=config.extraction.batch_size, num_workers=config.extraction.num_workers,

@@ -80,6 +80,15 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     return "fp32"
 
 
+def encoder_precision(encoder: Encoder, precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
+    """The precision ``encoder`` runs at: :func:`resolve_precision`, except that a model without floating
+    point parameters (a fixed feature extractor) always runs in fp32, where autocast gains nothing."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "bf16" and not any(p.is_floating_point() for p in encoder.model.parameters()):
+        return "fp32"
+    return resolved
+
+
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the world size from ``torchrun``'s environment (0, 1 when not under it)."""
     try:
@@ -398,7 +407,9 @@ def extract(
 ) -> ExtractionReport:
     """Embed every scan of ``scan_ids`` that has no valid cache entry yet, writing one entry per scan.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``) this rank takes ``scan_ids[rank::world]``. ``force`` recomputes
+    The model is put in eval mode on ``device``; ``precision`` is resolved by :func:`encoder_precision`
+    and enters the cache key (read the bags back with the same ``precision`` and ``device``). Under
+    ``torchrun`` (``WORLD_SIZE > 1``) this rank takes ``scan_ids[rank::world]``. ``force`` recomputes
     entries that exist. Failures of single scans are recorded in the report; the run carries on.
     """
     if batch_size < 1 or num_workers < 0:
@@ -408,7 +419,7 @@ def extract(
         raise ConfigError(f"slice plan gives {plan.channels}-channel '{plan.input}' images but encoder "
                           f"'{encoder.name}' expects {prep.channels}-channel '{prep.input}' input")
     dev = resolve_device(device)
-    resolved = resolve_precision(str(precision), dev)
+    resolved = encoder_precision(encoder, str(precision), dev)
     rank, world = rank_and_world()
     ids = list(scan_ids)
     if len(set(ids)) != len(ids):
@@ -563,7 +574,7 @@ def load_bags(
     A missing entry raises :class:`DataError` listing the scans (or is left out with ``on_missing="skip"``);
     non-finite embeddings raise :class:`DataError` naming the scan and the cache file.
     """
-    resolved = resolve_precision(str(precision), resolve_device(device))
+    resolved = encoder_precision(encoder, str(precision), resolve_device(device))
     desc = encoder_description(encoder)
     bags: dict[str, Bag] = {}
     missing: list[str] = []

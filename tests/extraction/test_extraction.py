@@ -266,3 +266,22 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_cache(tmp_path, regis
     assert not list(killed.root.rglob("*.tmp")) and not killed.problems
     with h5py.File(killed.path(next(iter(after_kill))), "r") as h5:
         assert h5["embeddings"].shape[1] == 16
+
+
+def test_the_synthetic_cohort_with_the_hu_reference_and_a_vit(tmp_path, registry, tiny_vit):
+    source = registry.source("synthetic").build({"patients": 3, "slices": 6, "matrix": 48, "cache": False})
+    ids = source.scan_ids()
+    cache = EmbeddingCache(tmp_path / "cache")
+    reference = build_encoder(registry.encoder("hu-reference"), {"image_size": 32})
+    for encoder in (reference, tiny_vit()):
+        plan = slice_plan_for(encoder)
+        report = extract(encoder, source, ids, plan, cache, batch_size=16, num_workers=1, progress=False)
+        assert sorted(report.extracted) == ids, report.summary()
+        if encoder is reference:  # no weights: autocast would gain nothing, so it always runs in fp32
+            assert plan.input == "hu" and report.precision == "fp32"
+        bags = load_bags(cache, encoder, plan, source, ids)
+        windows = 1 if encoder is reference else 3
+        for scan_id, bag in bags.items():
+            slices = source.load(scan_id).num_slices
+            assert bag.embeddings.shape == (slices * windows, encoder.embed_dim)
+            assert np.isfinite(bag.embeddings).all()

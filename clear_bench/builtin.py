@@ -33,6 +33,7 @@ def _build_mean_pool(in_dim: int, n_outputs: int, options: Mapping[str, Any]) ->
 
 _HIDDEN = Option(int, 128, "width of the instance projection")
 _DROPOUT = Option(float, 0.25, "dropout after the instance projection")
+_POOLED_NORM = Option(bool, True, "LayerNorm on the pooled bag embedding before the classifier")
 
 
 @hookimpl
@@ -41,7 +42,8 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
         AggregatorSpec(
             "abmil", _build_abmil, "attention-based MIL (Ilse et al. 2018), gated by default",
             options={"hidden_dim": _HIDDEN, "attention_dim": Option(int, 64, "attention branch width"),
-                     "dropout": _DROPOUT, "gated": Option(bool, True, "gated attention branch")},
+                     "dropout": _DROPOUT, "gated": Option(bool, True, "gated attention branch"),
+                     "pooled_norm": _POOLED_NORM},
         ),
         AggregatorSpec(
             "pma", _build_pma, "pooling by multi-head attention with learned seeds (Set Transformer)",
@@ -50,7 +52,7 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
         ),
         AggregatorSpec(
             "mean-pool", _build_mean_pool, "mean of projected instances + linear (baseline)",
-            options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT},
+            options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT, "pooled_norm": _POOLED_NORM},
         ),
     ]
 

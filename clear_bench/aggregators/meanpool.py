@@ -10,11 +10,14 @@ from clear_bench.specs import AggregatorOutput
 
 
 class MeanPool(nn.Module):
-    """Average the projected real instances of a bag and classify the average."""
+    """Average the projected real instances of a bag and classify the average (the same projection and
+    head as :class:`~clear_bench.aggregators.abmil.ABMIL`, uniform weights instead of attention)."""
 
-    def __init__(self, in_dim: int, n_outputs: int, hidden_dim: int = 128, dropout: float = 0.25) -> None:
+    def __init__(self, in_dim: int, n_outputs: int, hidden_dim: int = 128, dropout: float = 0.25,
+                 pooled_norm: bool = True) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.norm = nn.LayerNorm(hidden_dim) if pooled_norm else nn.Identity()
         self.classifier = nn.Linear(hidden_dim, n_outputs)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
@@ -22,4 +25,4 @@ class MeanPool(nn.Module):
         x = zero_padding(x, mask)
         weights = mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1)
         pooled = torch.einsum("bn,bnd->bd", weights, self.project(x))
-        return AggregatorOutput(logits=self.classifier(pooled), attention=weights)
+        return AggregatorOutput(logits=self.classifier(self.norm(pooled)), attention=weights)

@@ -36,7 +36,7 @@ from clear_bench.evaluation.splits import Splits
 from clear_bench.evaluation.training import TrainConfig, fold_seed, predict, train_fold
 from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
 
-EVAL_CODE_VERSION = "1"
+EVAL_CODE_VERSION = "2"
 """Bumped whenever a change to training or prediction would change fold results."""
 
 

@@ -10,8 +10,8 @@ from clear_bench.builtin import clear_bench_aggregators
 from clear_bench.registry import load_registry
 
 SPECS = {spec.name: spec for spec in clear_bench_aggregators()}
-VARIANTS = [("abmil", {"gated": True}), ("abmil", {"gated": False}), ("pma", {"num_seeds": 2}), ("pma", {}),
-            ("mean-pool", {})]
+VARIANTS = [("abmil", {"gated": True}), ("abmil", {"gated": False, "pooled_norm": False}),
+            ("pma", {"num_seeds": 2}), ("pma", {}), ("mean-pool", {"pooled_norm": False}), ("mean-pool", {})]
 
 
 def build(name: str, options: dict, in_dim: int = 12, n_out: int = 3) -> torch.nn.Module:

@@ -22,13 +22,16 @@ def spread():
     return planted_bags(120, 128, 16, n_labels=1, n_signal=None, amplitude=0.25, prevalence=0.5, seed=3)
 
 
-def test_sparse_signal_found_by_attention_not_by_mean_pool(sparse, cv, auroc_of):
+def test_sparse_signal_found_by_attention_not_by_mean_pool(sparse, cv):
     bags, labels = sparse
-    scores = {name: auroc_of(cv(bags, labels, name, epochs=25))
-              for name in ("abmil", "pma", "mean-pool")}
+    summaries = {name: summarize(cv(bags, labels, name, epochs=25), n_boot=300)
+                 for name in ("abmil", "pma", "mean-pool")}
+    scores = {name: s.get("auroc").mean for name, s in summaries.items()}
     assert scores["abmil"] > 0.9, scores
     assert scores["pma"] > 0.9, scores
-    assert scores["mean-pool"] < min(scores["abmil"], scores["pma"]) - 0.15, scores
+    # Clearly worse: lower by more than 0.12, and its 95% CI lies below both attention heads' estimates.
+    assert scores["mean-pool"] < min(scores["abmil"], scores["pma"]) - 0.12, scores
+    assert summaries["mean-pool"].get("auroc").ci_high < min(scores["abmil"], scores["pma"]), scores
 
 
 def test_spread_signal_mean_pool_as_good_as_attention(spread, cv, auroc_of):
@@ -51,13 +54,17 @@ def test_shuffled_labels_sit_near_chance_for_every_head(sparse, cv):
 
 
 def test_no_signal_auroc_centres_on_half_for_every_label(cv):
-    """Pure-noise bags, three labels, four independent cohorts: the per-fold mean AUROC of every label
-    averages to 0.5 (pooling fold models' probabilities would drift below it)."""
-    per_label = []
-    for seed in range(4):
+    """Pure-noise bags, three labels, eight independent cohorts: the per-fold mean AUROC of every label
+    averages to 0.5 (pooling fold models' probabilities would drift below it), and the bootstrap CI of
+    nearly every cohort covers 0.5."""
+    per_label, covered = [], 0
+    for seed in range(8):
         bags, labels = planted_bags(100, 32, 16, n_labels=3, amplitude=0.0, seed=100 + seed)
-        summary = summarize(cv(bags, labels, "mean-pool", epochs=8, seed=seed), n_boot=200)
+        result = cv(bags, labels, "mean-pool", label_type="multilabel", epochs=8, seed=seed)
+        summary = summarize(result, n_boot=200)
         per_label.append([summary.get("auroc", f"label{j}").mean for j in range(3)])
-        assert summary.get("auroc").ci_low < 0.5 < summary.get("auroc").ci_high
+        covered += summary.get("auroc").ci_low < 0.5 < summary.get("auroc").ci_high
     means = np.mean(per_label, axis=0)
-    assert np.all(np.abs(means - 0.5) < 0.06), means
+    assert np.all(np.abs(means - 0.5) < 0.07), means
+    assert abs(np.mean(per_label) - 0.5) < 0.03, per_label
+    assert covered >= 6, covered

@@ -36,7 +36,7 @@ class Difficulty:
 # 8-30 mm lesions ("hard") are close to invisible to the reference on 15-20 mm slices, so the default
 # preset uses large lesions and conspicuous contrast to be learnable at CPU scale.
 DIFFICULTY_PRESETS: dict[str, Difficulty] = {
-    "easy": Difficulty((50.0, 95.0), 2.2, 0.6, 1.3, 6),
+    "easy": Difficulty((50.0, 95.0), 2.2, 0.5, 1.3, 8),
     "default": Difficulty((40.0, 80.0), 1.8, 0.8, 1.0, 5),
     "hard": Difficulty((8.0, 30.0), 1.0, 1.2, 0.7, 3),
 }

@@ -179,8 +179,8 @@ def _lesion(rng: np.random.Generator, plan: PatientPlan, diff: Difficulty, organ
     elif delta is None:
         hu = 35.0
     else:
-        # more contrast means more conspicuous, but an enhancing mass stays below ~100 HU
-        hu = min(tissue + delta * diff.contrast, 100.0)
+        # more contrast means more conspicuous, but a mass stays between water and ~100 HU (enhancing)
+        hu = min(max(tissue + delta * diff.contrast, 0.0), 100.0)
     elong = rng.uniform(0.8, 1.0)
     return Lesion(organ, role, plan.z_of_t(t), y, x, radius * rng.uniform(0.85, 1.15), radius * elong, radius,
                   float(rng.uniform(0, 180)), float(hu), _CLIP_TO.get(organ),

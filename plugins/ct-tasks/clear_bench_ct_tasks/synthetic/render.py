@@ -281,9 +281,12 @@ def _lung_disease(c: _Canvas, plan: PatientPlan, z: float, t: float, lung_mask: 
         for lung in plan.anatomy.lungs_at(t):
             if math.copysign(1, lung.cx) not in d.effusion_sides:
                 continue
-            level = lung.cy + lung.ry * (1.0 - 2.0 * fill)
-            dependent = (c.ys[:, None] > level).astype(np.float32)
-            c.paint_mask(lung_mask * c.full_mask(lung, 2.2) * dependent, 12.0)
+            # a dependent crescent: the lung minus an ellipse pushed anteriorly by the fluid depth
+            shift = fill * lung.ry
+            aerated = Ellipse(lung.cy - shift, lung.cx, lung.ry - shift, lung.rx * (1.0 - 0.3 * fill),
+                              lung.angle)
+            fluid = c.full_mask(lung, 2.2) * (1.0 - c.full_mask(aerated, 2.2))
+            c.paint_mask(lung_mask * fluid, 12.0)
 
 
 def _lesion(c: _Canvas, plan: PatientPlan, lesion: Lesion, z: float,

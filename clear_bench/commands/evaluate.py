@@ -19,8 +19,14 @@ from typing import Any
 
 from clear_bench.errors import UserError
 
-_DEFAULTS = {"epochs": 40, "lr": 2e-4, "weight_decay": 1e-2, "batch_size": 32, "patience": 8,
-             "max_instances": 512}
+_DEFAULTS = {
+    "epochs": (40, "maximum training epochs per fold"),
+    "lr": (2e-4, "AdamW learning rate"),
+    "weight_decay": (1e-2, "AdamW weight decay"),
+    "batch_size": (32, "bags per minibatch"),
+    "patience": (8, "early stopping: epochs without a lower validation loss"),
+    "max_instances": (512, "random instances per bag at each training step (0: all)"),
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,8 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.2)
-    for name, value in _DEFAULTS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    for name, (value, text) in _DEFAULTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                            help=f"{text} (default: {value})")
     parser.add_argument("--eval-max-instances", type=int, default=None,
                         help="cap evaluation bags by an evenly spaced subsample (default: all instances)")
     parser.add_argument("--device", default="cpu")
@@ -75,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     names = args.aggregator or ["abmil"]
     specs = {name: registry.aggregator(name) for name in names}
     options = {name: _options(spec, args.option) for name, spec in specs.items()}
+    for item in args.option:
+        key = item.split("=", 1)[0]
+        if not any(key in spec.options for spec in specs.values()):
+            raise UserError(f"--option {item!r}: none of {', '.join(names)} has an option '{key}'")
     try:
         config = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                              batch_size=args.batch_size, patience=args.patience,
@@ -176,8 +187,8 @@ def render_table(summaries: dict[str, Any], controls: dict[str, list[float]], co
 
 
 def _options(spec: Any, given: list[str]) -> dict[str, Any]:
-    """Parse ``KEY=VALUE`` options by the aggregator's declared option types (unknown keys are skipped
-    for aggregators that do not declare them; a key no aggregator declares is an error upstream)."""
+    """Parse ``KEY=VALUE`` options by the aggregator's declared option types (keys it does not declare
+    are skipped; :func:`run` refuses a key that no requested aggregator declares)."""
     values: dict[str, Any] = {}
     for item in given:
         if "=" not in item:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 
-@dataclass
+@dataclass(eq=False)
 class Bag:
     """One scan's instances: ``embeddings`` float32 ``[N, D]``, ``slice_index``, ``window_id`` int64 ``[N]``.
 
@@ -46,7 +46,7 @@ class Bag:
         return int(self.embeddings.shape[1])
 
 
-@dataclass
+@dataclass(eq=False)
 class PaddedBags:
     """Every bag of a task padded once into dense tensors, rows in the order of ``ids``.
 
@@ -78,7 +78,7 @@ class PaddedBags:
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, mask)`` of ``rows``, trimmed to the longest bag among them (no copy beyond the index)."""
-        longest = int(self.lengths[rows].max()) if len(rows) else 0
+        longest = int(self.lengths[rows.cpu()].max()) if len(rows) else 0
         return self.x[rows, :longest], self.mask[rows, :longest]
 
 
@@ -136,7 +136,7 @@ def subsample_instances(x: torch.Tensor, mask: torch.Tensor, max_instances: int 
     if max_instances is None or x.shape[1] <= max_instances:
         return x, mask
     # Random keys for real instances, +inf for padding: the smallest keys are a uniform random subset.
-    keys = torch.rand(mask.shape, generator=generator).masked_fill(~mask, float("inf"))
+    keys = torch.rand(mask.shape, generator=generator).to(mask.device).masked_fill(~mask, float("inf"))
     chosen = keys.topk(max_instances, dim=1, largest=False).indices.sort(dim=1).values
     x_sub = torch.gather(x, 1, chosen.unsqueeze(-1).expand(-1, -1, x.shape[2]))
     return x_sub, torch.gather(mask, 1, chosen)

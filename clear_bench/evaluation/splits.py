@@ -80,11 +80,12 @@ class SplitMismatchError(UserError):
     """Results computed on different splits were about to be compared."""
 
 
-def split_fingerprint(labels: Mapping[str, np.ndarray], k: int = 5, seed: int = 0, val_fraction: float = 0.2,
-                      patient_of: Mapping[str, str] | None = None) -> str:
+def split_fingerprint(labels: Mapping[str, np.ndarray], label_type: LabelType, k: int = 5, seed: int = 0,
+                      val_fraction: float = 0.2, patient_of: Mapping[str, str] | None = None) -> str:
     """The fingerprint :func:`make_splits` gives these inputs (cheap: nothing is split)."""
     patient_of = _patients(labels, patient_of)
     return stable_hash({
+        "label_type": str(label_type),
         "labels": {scan_id: np.asarray(v).astype(float).tolist() for scan_id, v in sorted(labels.items())},
         "patient_of": dict(sorted(patient_of.items())), "k": int(k), "seed": int(seed),
         "val_fraction": round(float(val_fraction), 6), "method": METHOD_VERSION,
@@ -120,7 +121,7 @@ def make_splits(labels: Mapping[str, np.ndarray], label_type: LabelType, k: int 
         if not (inner == 1).any():  # tiny cohorts: still hold out one patient for early stopping
             inner[rng.integers(len(rest))] = 1
         folds.append(Fold(fold, scans(rest[inner == 0]), scans(rest[inner == 1]), scans(test_rows)))
-    fingerprint = split_fingerprint(labels, k, seed, val_fraction, patient_of)
+    fingerprint = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
     return Splits(fingerprint, k, seed, float(val_fraction), METHOD_VERSION, folds,
                   dict(sorted(patient_of.items())))
 
@@ -169,7 +170,7 @@ def ensure_splits(folder: str | Path, labels: Mapping[str, np.ndarray], label_ty
                   k: int = 5, seed: int = 0, val_fraction: float = 0.2,
                   patient_of: Mapping[str, str] | None = None) -> Splits:
     """Load ``folder/splits-<fingerprint>.json`` when it exists, else compute, save and return it."""
-    fingerprint = split_fingerprint(labels, k, seed, val_fraction, patient_of)
+    fingerprint = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
     path = Path(folder) / f"splits-{fingerprint}.json"
     if path.exists():
         splits = load_splits(path)

@@ -131,7 +131,10 @@ def train_fold(build: Callable[[], nn.Module], bags: PaddedBags, targets: torch.
     ``bags`` and ``targets`` are expected on ``config.device`` already.
     """
     device = torch.device(config.device)
-    fork_devices = [device] if device.type == "cuda" else []
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(f"a fold needs training and validation bags, got {len(train_rows)} and "
+                         f"{len(val_rows)}")
     started = time.perf_counter()
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)

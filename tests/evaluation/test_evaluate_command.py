@@ -98,3 +98,11 @@ def test_too_few_scans_is_a_clear_error(folder):
             "--folds", "40"]
     with pytest.raises(UserError, match="too few for 40 folds"):
         evaluate.run(parse(argv))
+
+
+def test_unknown_option_is_refused(folder):
+    root, _ = folder
+    argv = ["--features", str(root / "feats"), "--labels", str(root / "labels.csv"), "--out", str(root / "o"),
+            "--option", "hiden_dim=8"]
+    with pytest.raises(UserError, match="has an option 'hiden_dim'"):
+        evaluate.run(parse(argv))

@@ -100,19 +100,20 @@ def test_same_inputs_same_splits_and_fingerprint_and_file(tmp_path):
         assert again == first
     assert make_splits(labels, "multilabel", k=5, seed=0) == first
     assert load_splits(files[0]) == first
-    assert first.fingerprint == split_fingerprint(labels, 5, 0)
+    assert first.fingerprint == split_fingerprint(labels, "multilabel", 5, 0)
 
 
 def test_fingerprint_changes_with_what_determines_the_split():
     labels = multilabel()
-    base = split_fingerprint(labels, 5, 0)
+    base = split_fingerprint(labels, "multilabel", 5, 0)
     flipped = dict(labels)
     flipped["s000"] = 1 - flipped["s000"]
-    assert split_fingerprint(flipped, 5, 0) != base
-    assert split_fingerprint(labels, 4, 0) != base
-    assert split_fingerprint(labels, 5, 1) != base
-    assert split_fingerprint(labels, 5, 0, val_fraction=0.3) != base
-    assert split_fingerprint({k: v for k, v in labels.items() if k != "s001"}, 5, 0) != base
+    assert split_fingerprint(flipped, "multilabel", 5, 0) != base
+    assert split_fingerprint(labels, "multilabel", 4, 0) != base
+    assert split_fingerprint(labels, "multilabel", 5, 1) != base
+    assert split_fingerprint(labels, "multilabel", 5, 0, val_fraction=0.3) != base
+    assert split_fingerprint(labels, "binary", 5, 0) != base
+    assert split_fingerprint({k: v for k, v in labels.items() if k != "s001"}, "multilabel", 5, 0) != base
     assert make_splits(labels, "multilabel", seed=1).folds != make_splits(labels, "multilabel", seed=0).folds
 
 
@@ -125,7 +126,7 @@ def test_saved_file_is_valid_json_written_atomically(tmp_path):
 
 def test_damaged_split_file_is_a_clear_error(tmp_path):
     labels = multilabel(30)
-    fingerprint = split_fingerprint(labels, 5, 0)
+    fingerprint = split_fingerprint(labels, "multilabel", 5, 0)
     (tmp_path / f"splits-{fingerprint}.json").write_text("{not json")
     with pytest.raises(DataError, match=f"splits-{fingerprint}.json"):
         ensure_splits(tmp_path, labels, "multilabel")

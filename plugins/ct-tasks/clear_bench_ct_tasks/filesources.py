@@ -188,8 +188,8 @@ def build_folder(options: Mapping[str, Any]) -> FolderSource:
 
 
 FOLDER_OPTIONS: dict[str, Option] = {
-    "root": Option(str, None, "folder of NIfTI/NRRD/MHA files and DICOM series folders", required=True),
-    "masks": Option(str, None, "folder of lesion masks named like the scans (optional)"),
+    "root": Option(Path, None, "folder of NIfTI/NRRD/MHA files and DICOM series folders", required=True),
+    "masks": Option(Path, None, "folder of lesion masks named like the scans (optional)"),
     "mask_label": Option(str, None, "lesion type of the mask boxes, e.g. lung"),
     "recursive": Option(bool, False, "also look in sub-folders (ids join the relative path with _)"),
 }
@@ -238,8 +238,8 @@ class SeedPngSource:
 
 
 SEED_OPTIONS: dict[str, Option] = {
-    "root": Option(str, None, "folder with one sub-folder of PNG slices per patient", required=True),
-    "lesions_csv": Option(str, None, "seed lesion CSV image,lesion_present,patient_id (optional)"),
+    "root": Option(Path, None, "folder with one sub-folder of PNG slices per patient", required=True),
+    "lesions_csv": Option(Path, None, "seed lesion CSV image,lesion_present,patient_id (optional)"),
     "spacing": Option(list, None, "slice spacing [z, y, x] in mm (PNG carries none; default 1,1,1)"),
 }
 
@@ -325,9 +325,9 @@ class DeepLesionSource:
 
 
 DEEPLESION_OPTIONS: dict[str, Option] = {
-    "root": Option(str, None, "folder holding DL_info.csv and Images_png/", required=True),
-    "info": Option(str, None, "DL_info.csv (default: <root>/DL_info.csv)"),
-    "images": Option(str, None, "Images_png folder (default: <root>/Images_png)"),
+    "root": Option(Path, None, "folder holding DL_info.csv and Images_png/", required=True),
+    "info": Option(Path, None, "DL_info.csv (default: <root>/DL_info.csv)"),
+    "images": Option(Path, None, "Images_png folder (default: <root>/Images_png)"),
     "include_noisy": Option(bool, True, "keep lesions flagged Possibly_noisy"),
     "splits": Option(list, None, "Train_Val_Test splits to keep (1 train, 2 val, 3 test; default all)"),
 }
@@ -394,7 +394,8 @@ class SamplesSource:
 
 
 SAMPLES_OPTIONS: dict[str, Option] = {
-    "dest": Option(str, None, "cache folder of the samples (default: <user cache>/samples)"),
+    "dest": Option(Path, None, "cache folder of the samples (default: <user cache>/samples)",
+                   must_exist=False),
     "download": Option(bool, True, "download missing samples from PyPI (pinned sdists, sha256-checked)"),
     "names": Option(list, None, "which samples (default: all)"),
 }

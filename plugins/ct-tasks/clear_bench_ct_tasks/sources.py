@@ -7,6 +7,7 @@ are that source's options. A name this plugin does not know is looked up among e
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from clear_bench.errors import ConfigError
@@ -20,7 +21,8 @@ _SYNTHETIC_OPTIONS: dict[str, Option] = {
     "preset": Option(str, "default", "difficulty preset", choices=("easy", "default", "hard")),
     "sites": Option(int, 3, "simulated scanner sites (noise, slice thickness, field of view)"),
     "cache": Option(bool, True, "keep rendered volumes as .npz in the cache folder"),
-    "cache_dir": Option(str, None, "where to cache volumes (default: <user cache>/synthetic)"),
+    "cache_dir": Option(Path, None, "where to cache volumes (default: <user cache>/synthetic)",
+                        must_exist=False),
 }
 
 

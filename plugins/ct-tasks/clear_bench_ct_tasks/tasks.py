@@ -25,7 +25,8 @@ CT_RATE_COLUMNS: dict[str, str] = {
     "effusion": "Pleural effusion",
 }
 
-_SOURCE = Option((str, dict), "synthetic", "dataset source: a name, or {name: ..., <source options>}")
+_SOURCE = Option((str, dict), "synthetic", "dataset source: a name, or {name: ..., <source options>}",
+                 component="sources")
 _ID = Option(str, "image", "CSV column holding the scan id (file name without extension)")
 _MISSING = Option(str, "error", "a CSV id without a scan: error or skip", choices=("error", "skip"))
 
@@ -119,32 +120,34 @@ def _load_csv_multiclass(options: Mapping[str, Any]) -> TaskData:
 
 LESION_LOCATION_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
-    "labels_csv": Option(str, None, "CSV with one 0/1 column per lesion type (else the source's own labels)"),
+    "labels_csv": Option(Path, None, "CSV with one 0/1 column per lesion type (else the source's labels)"),
     "label_columns": Option(list, None, "columns of labels_csv (default: the 8 DeepLesion type names)"),
     "id_column": _ID, "missing": _MISSING,
 }
 LUNG_DISEASE_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
-    "labels_csv": Option(str, None, "CT-RATE-style CSV (VolumeName, Emphysema, Lung nodule, ...)"),
+    "labels_csv": Option(Path, None, "CT-RATE-style CSV (VolumeName, Emphysema, Lung nodule, ...)"),
     "label_columns": Option(list, None, "columns of labels_csv (default: CT-RATE's or the task's names)"),
     "id_column": Option(str, None, "id column (default: VolumeName when present, else image)"),
     "missing": _MISSING,
 }
 STAGING_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
-    "labels_csv": Option(str, None, "clinical CSV with a stage column (I-IV, 1-4, 'Stage IIIA')"),
+    "labels_csv": Option(Path, None, "clinical CSV with a stage column (I-IV, 1-4, 'Stage IIIA')"),
     "stage_column": Option(str, "stage", "the stage column of labels_csv"),
     "id_column": _ID, "missing": _MISSING,
 }
 CSV_OPTIONS: dict[str, Option] = {
-    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True),
-    "csv": Option(str, None, "clinical CSV: image,label1,label2,...", required=True),
+    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True,
+                     component="sources"),
+    "csv": Option(Path, None, "clinical CSV: image,label1,label2,...", required=True),
     "label_columns": Option(list, None, "0/1 endpoint columns (default: every column but id and patient_id)"),
     "id_column": _ID, "missing": _MISSING,
 }
 CSV_MULTICLASS_OPTIONS: dict[str, Option] = {
-    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True),
-    "csv": Option(str, None, "clinical CSV", required=True),
+    "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True,
+                     component="sources"),
+    "csv": Option(Path, None, "clinical CSV", required=True),
     "label_column": Option(str, None, "the endpoint column", required=True),
     "classes": Option(list, None, "class names in order (default: sorted values)"),
     "id_column": _ID, "missing": _MISSING,

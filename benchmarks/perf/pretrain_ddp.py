@@ -5,10 +5,11 @@ batch 64, bf16) for ``--steps`` optimizer steps through the real command line, t
 each step from the loss log (the first ``--skip`` steps are warm-up and left out):
 
 * ``1 proc x T threads``: ``clear-bench pretrain lecl`` (``python -m clear_bench``), T = ``--threads``;
+* ``1 proc x 1 thread``: the same with one thread (what each DDP rank gets);
 * ``2 proc x 1 thread``: ``torchrun --nproc-per-node 2 -m clear_bench pretrain lecl`` (gloo).
 
-It also prints each recipe's time per epoch, estimated from the single-process arm (steps per epoch x median
-step time), and the load average, since other work on the machine changes every figure.
+It also prints the recipe's time per epoch for each arm (steps per epoch x batch / median images/s) and
+the load average: other work on the machine changes every figure, and two threads per process suffer most.
 
     uv run python benchmarks/perf/pretrain_ddp.py                    # about 3-5 minutes on two idle cores
     uv run python benchmarks/perf/pretrain_ddp.py --config benchmarks/pretrain/cpu-mambaout-femto.yaml
@@ -65,19 +66,25 @@ def main() -> None:
     print(f"recipe {args.config}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         rates_1, stdout = _run(single, args.config, Path(tmp) / "one", args.steps, args.threads)
+        rates_11, _ = _run(single, args.config, Path(tmp) / "one-thread", args.steps, 1)
         rates_2, _ = _run(ddp, args.config, Path(tmp) / "two", args.steps, 1)
     one = statistics.median(rates_1[args.skip:])
+    one_thread = statistics.median(rates_11[args.skip:])
     two = statistics.median(rates_2[args.skip:])
     print(f"\n{'arm':<24}{'median img/s':>14}{'steps':>7}")
     print(f"{f'1 proc x {args.threads} threads':<24}{one:>14.1f}{len(rates_1) - args.skip:>7}")
+    print(f"{'1 proc x 1 thread':<24}{one_thread:>14.1f}{len(rates_11) - args.skip:>7}")
     print(f"{'2 proc x 1 thread (DDP)':<24}{two:>14.1f}{len(rates_2) - args.skip:>7}")
-    print(f"DDP / single: {two / one:.2f}")
+    print(f"DDP / single ({args.threads} threads): {two / one:.2f}; "
+          f"DDP / single (1 thread): {two / one_thread:.2f}")
     match = re.search(r"global batch (\d+), (\d+) steps/epoch x (\d+) epochs", stdout)
     if match:
         batch, per_epoch, epochs = (int(g) for g in match.groups())
-        epoch_s = per_epoch * batch / one
-        print(f"time per epoch (1 proc): {epoch_s:.0f}s ({per_epoch} steps of {batch}); "
-              f"whole recipe ({epochs} epochs): {epochs * epoch_s / 60:.1f} min")
+        print(f"time per epoch ({per_epoch} steps of {batch}; recipe: {epochs} epochs):")
+        for arm, rate in ((f"1 proc x {args.threads} threads", one), ("1 proc x 1 thread", one_thread),
+                          ("2 proc x 1 thread (DDP)", two)):
+            epoch_s = per_epoch * batch / rate
+            print(f"  {arm:<24}{epoch_s:>7.0f}s per epoch, {epochs * epoch_s / 60:.1f} min per recipe")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

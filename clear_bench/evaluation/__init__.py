@@ -1,6 +1,27 @@
 """Cross-validation of MIL heads on cached bags, and the statistics that compare encoders.
 
-Modules: :mod:`bags` (Bag, padding), :mod:`splits` (fingerprinted patient-level K-fold),
-:mod:`training` (one fold), :mod:`crossval` (all folds, content-addressed results), :mod:`metrics`,
-:mod:`bootstrap`, :mod:`compare` (paired tests, Holm, DeLong).
+The call sequence of one task (every encoder and aggregator shares the splits)::
+
+    from clear_bench.evaluation.bags import pad_bags
+    from clear_bench.evaluation.bootstrap import summarize
+    from clear_bench.evaluation.compare import compare_rows
+    from clear_bench.evaluation.crossval import permute_labels, run_crossval
+    from clear_bench.evaluation.splits import ensure_splits
+    from clear_bench.evaluation.training import TrainConfig
+
+    splits = ensure_splits(task_dir / "splits", labels, label_type, k=5, seed=0, val_fraction=0.2,
+                           patient_of=None)                       # saved once, fingerprinted, reused
+    for each encoder:
+        padded = pad_bags(load_bags(...), splits.scan_ids, cap=config.eval_max_instances)
+        for each aggregator:
+            result = run_crossval(padded, labels, label_type, label_names, splits, aggregator_spec,
+                                  options, config, bagset_fingerprint=..., results_dir=task_dir / "folds")
+            summary = summarize(result, n_boot=1000, seed=0)     # mean +- std, bootstrap CI, per label
+    comparisons = compare_rows({row_name: result, ...})          # vs the best row, Holm, DeLong
+
+Modules: :mod:`bags` (Bag, padding, instance subsets), :mod:`splits` (patient-level stratified K-fold,
+fingerprints, :func:`~splits.require_same_splits`), :mod:`training` (TrainConfig, one fold),
+:mod:`crossval` (all folds, content-addressed fold results, label-shuffle controls), :mod:`metrics`,
+:mod:`bootstrap`, :mod:`compare`, :mod:`inputs` (CLEAR-layout HDF5 folders and label CSVs),
+:mod:`synthetic` (planted-signal bags for tests and benchmarks).
 """

@@ -62,12 +62,12 @@ class CrossValConfig:
     folds: int = 5
     seed: int = 0
     val_fraction: float = 0.2
-    epochs: int = 30
-    patience: int = 5
-    lr: float = 1e-4
+    epochs: int = 40
+    patience: int = 8
+    lr: float = 2e-4
     weight_decay: float = 1e-2
-    batch_size: int = 16
-    max_instances: int = 256
+    batch_size: int = 32
+    max_instances: int = 512
     bootstrap: int = 1000
     shuffle_controls: int = 0
 
@@ -114,12 +114,12 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "folds": Option(int, 5, "K of the patient-level K-fold"),
         "seed": Option(int, 0, "seed of the splits and of every head's initialisation"),
         "val_fraction": Option((float, int), 0.2, "inner validation share of the training folds"),
-        "epochs": Option(int, 30, "maximum epochs per fold"),
-        "patience": Option(int, 5, "early-stopping patience on validation loss"),
-        "lr": Option((float, int), 1e-4, "AdamW learning rate"),
+        "epochs": Option(int, 40, "maximum epochs per fold"),
+        "patience": Option(int, 8, "early-stopping patience on validation loss"),
+        "lr": Option((float, int), 2e-4, "AdamW learning rate"),
         "weight_decay": Option((float, int), 1e-2, "AdamW weight decay"),
-        "batch_size": Option(int, 16, "bags per optimisation step"),
-        "max_instances": Option(int, 256, "instances sampled per training bag"),
+        "batch_size": Option(int, 32, "bags per optimisation step"),
+        "max_instances": Option(int, 512, "instances sampled per training bag"),
         "bootstrap": Option(int, 1000, "patient-level bootstrap resamples"),
         "shuffle_controls": Option(int, 0, "label-shuffle control runs"),
     },

@@ -34,9 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "evaluate", help="cross-validate MIL heads on existing embeddings",
         description="Cross-validate MIL heads on a folder of bags ({id}.h5 with dataset 'feats') and a label "
                     "CSV, with patient-level stratified folds, bootstrap CIs and label-shuffle controls.")
-    parser.add_argument("--features", required=True, type=Path, metavar="DIR", help="folder of {id}.h5 files")
-    parser.add_argument("--labels", required=True, type=Path, metavar="CSV", help="CSV: image,label1,...")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("config", nargs="?", type=Path,
+                        help="benchmark YAML: evaluate its encoders x tasks x aggregators on the embedding "
+                             "cache alone (nothing is extracted or pretrained); else use --features/--labels")
+    parser.add_argument("--features", type=Path, metavar="DIR", help="folder of {id}.h5 files")
+    parser.add_argument("--labels", type=Path, metavar="CSV", help="CSV: image,label1,...")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--id-column", default="image", help="scan id column of the CSV (default: image)")
     parser.add_argument("--label-column", action="append", default=None, metavar="NAME",
                         help="label column (repeatable; default: every column but the id/patient ones)")
@@ -65,6 +68,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        return _run_benchmark(args)
+    missing = [flag for flag in ("features", "labels", "out") if getattr(args, flag) is None]
+    if missing:
+        raise UserError("evaluate needs a benchmark YAML, or all of --features, --labels and --out "
+                        f"(missing: {', '.join('--' + m for m in missing)})")
+    return _run_folder(args)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from clear_bench.config import load_benchmark, plugin_paths_of
+    from clear_bench.pipeline import run_benchmark
+    from clear_bench.registry import load_registry
+
+    registry = load_registry([*plugin_paths_of(args.config), *args.plugin])
+    config = load_benchmark(args.config, registry)
+    outcome = run_benchmark(config, registry, extract_missing=False)
+    return 1 if outcome.failures else 0
+
+
+def _run_folder(args: argparse.Namespace) -> int:
     from clear_bench.evaluation.bags import pad_bags
     from clear_bench.evaluation.bootstrap import summarize
     from clear_bench.evaluation.compare import compare_rows

@@ -69,7 +69,7 @@ def test_valid_config_resolves_paths_and_defaults(bench) -> None:
     config = load_benchmark(path, load_registry([path.parent / "toy_plugin.py"]))
     assert config.name == "bench"
     assert config.encoders[0].options["checkpoint"] == str((path.parent / "weights.pt").resolve())
-    assert config.crossval.folds == 3 and config.crossval.epochs == 30
+    assert config.crossval.folds == 3 and config.crossval.epochs == 40
     assert [a.name for a in config.aggregators] == ["abmil"]
     assert config.tasks[0].id == "toy-task"
     assert config.plugins == ((path.parent / "toy_plugin.py").resolve(),)

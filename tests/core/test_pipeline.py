@@ -82,3 +82,13 @@ def test_rerun_reuses_embeddings_and_folds(first_run, capsys) -> None:
     assert "0 extracted, 20 cached" in out
     assert {path: path.stat().st_mtime_ns for path in folds} == stamps
     assert (config.parent / "boards" / "lesion-location.md").read_text() == board
+
+
+def test_evaluate_reads_the_cache_and_extracts_nothing(first_run, capsys) -> None:
+    config, board, _ = first_run
+    capsys.readouterr()
+    assert main(["evaluate", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "extracted" not in captured.out
+    assert "left out: encoder vit-missing-weights" in captured.err
+    assert (config.parent / "boards" / "lesion-location.md").read_text() == board

@@ -14,9 +14,27 @@ import math
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as all_reduce_with_grad
 
 from clear_bench_lecl.pretrain.loss import LossConfig, contrastive_loss
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients over ranks too (each rank's loss depends on every
+    rank's statistics)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor,
+                group: dist.ProcessGroup | None) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
@@ -37,7 +55,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         count = torch.full((1,), float(xf.shape[0]), device=xf.device)
         stats = torch.cat([xf.sum(0), (xf * xf).sum(0), count])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size(self.group) > 1:
-            stats = all_reduce_with_grad(stats, group=self.group)
+            stats = _AllReduceSum.apply(stats, self.group)
         c = self.num_features
         n = stats[-1]
         mean = stats[:c] / n

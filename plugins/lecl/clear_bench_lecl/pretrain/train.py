@@ -240,7 +240,7 @@ class Trainer:
         if ctx.world > 1:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=device_ids, broadcast_buffers=False
+                self.model, device_ids=device_ids, **_no_buffer_broadcast()
             )
         self.autocast_dtype = _autocast_dtype(o.precision, ctx.device)
         self.step = 0
@@ -513,6 +513,15 @@ class Trainer:
     def _barrier(self) -> None:
         if self.ctx.world > 1:
             dist.barrier(group=self.ctx.group)
+
+
+def _no_buffer_broadcast() -> dict[str, bool]:
+    """DDP keyword that skips the per-forward buffer broadcast (the heads' statistics are already global)."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return {key: False}
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

@@ -8,8 +8,8 @@ Prints, for one encoder (default: a random-init ViT-S/16 at 224 px):
   written to a fresh cache, and its ratio to the ceiling;
 * the public CLEAR scripts' pattern on the same scans (one scan per DataLoader item, one slice per forward
   call, fp32) and the harness/seed ratio;
-* the peak resident memory of extraction runs over N and 2N scans (main process peak reset between
-  runs through /proc/self/clear_refs; DataLoader workers through RUSAGE_CHILDREN).
+* the peak resident memory of extraction runs over N and 2N scans, each in a fresh process (the main
+  process's VmHWM, and the largest DataLoader worker's max RSS through RUSAGE_CHILDREN).
 
     uv run python benchmarks/perf/extract.py                 # about two minutes on two CPU cores
     uv run python benchmarks/perf/extract.py --device cuda --scans 16 --slices 64
@@ -18,7 +18,11 @@ Prints, for one encoder (default: a random-init ViT-S/16 at 224 px):
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -139,20 +143,35 @@ def seed_pattern(encoder: Encoder, source: FolderSource, scan_ids: list[str], pl
 
 
 def peak_memory_mb() -> tuple[float, float]:
-    """(this process's VmHWM, the largest child's max RSS) in MiB."""
-    with open("/proc/self/status") as status:
-        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return hwm / 1024, children / 1024
-
-
-def reset_peak_memory() -> bool:
+    """(this process's peak RSS, the largest reaped child's peak RSS) in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+        with open("/proc/self/status") as status:
+            own = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return own / 1024, children / 1024
+
+
+def memory_child(args: argparse.Namespace, encoder: Encoder, plan: SlicePlan, precision: str,
+                 device: torch.device) -> None:
+    """One extraction of ``--memory-child`` scans of ``--scan-dir`` in this fresh process; prints JSON."""
+    source = FolderSource(Path(args.scan_dir))
+    ids = source.scan_ids()[: args.memory_child]
+    with tempfile.TemporaryDirectory(prefix="clear-bench-perf-mem-") as tmp:
+        report = extract(encoder, source, ids, plan, EmbeddingCache(tmp), batch_size=args.batch_size,
+                         num_workers=args.num_workers, precision=precision, device=device, progress=False)
+    main_mb, workers_mb = peak_memory_mb()
+    print(json.dumps({"scans": len(report.extracted), "instances": report.instances, "main_mb": main_mb,
+                      "workers_mb": workers_mb}))
+
+
+def measure_memory(argv: list[str], scan_dir: Path, count: int) -> dict[str, float]:
+    """Run :func:`memory_child` in a fresh interpreter with this script's own options."""
+    command = [sys.executable, __file__, *argv, "--memory-child", str(count), "--scan-dir", str(scan_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _sync(device: torch.device) -> None:
@@ -167,6 +186,8 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="encoder option (default: weights=random arch=vit_small_patch16 img_size=224)")
     parser.add_argument("--scans", type=int, default=12, help="scans of the throughput runs")
+    parser.add_argument("--seed-scans", type=int, default=4,
+                        help="scans of the seed-pattern run (it is slow; its fixed costs are negligible)")
     parser.add_argument("--memory-scans", type=int, default=6, help="N of the N / 2N memory runs")
     parser.add_argument("--slices", type=int, default=8, help="axial slices per scan")
     parser.add_argument("--matrix", type=int, default=512, help="in-plane pixels of the written scans")
@@ -176,6 +197,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds (ratios: their median)")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scan-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,8 +220,10 @@ def main() -> None:
     per_scan = args.slices * len(windows)
     n = args.scans
     print(f"encoder {encoder.label} ({encoder.embed_dim}-d, {encoder.preprocessing.image_size} px) "
-          f"on {device}, "
-          f"torch threads {torch.get_num_threads()}, harness precision {precision}")
+          f"on {device}, torch threads {torch.get_num_threads()}, harness precision {precision}")
+    if args.memory_child is not None:
+        memory_child(args, encoder, plan, precision, device)
+        return
     m = args.memory_scans
     print(f"scans: {n} (throughput) and {m}/{2 * m} (memory) of {args.slices} slices at {args.matrix}^2, "
           f"windows {', '.join(windows)} -> {per_scan} instances per scan; batch {args.batch_size}, "
@@ -208,45 +234,64 @@ def main() -> None:
         ids = write_scans(root / "scans", max(n, 2 * m), args.slices, args.matrix)
         source = FolderSource(root / "scans")
         iterations = max(1, -(-n * per_scan // (2 * args.batch_size)))  # as many images as the harness
-
-        raw_before = raw_forward(encoder, device, precision, args.batch_size, iterations)
-        report = extract(encoder, source, ids[:n], plan, EmbeddingCache(root / "cache-e2e"),
-                         batch_size=args.batch_size, num_workers=args.num_workers, precision=precision,
-                         device=device, progress=False)
-        assert not report.failed, report.summary()
-        harness = report.instances / report.seconds
-        steady = report.instances / (report.seconds - report.first_batch_seconds)
-        seed, seed_count = seed_pattern(encoder, source, ids[:n], plan, root / "seed", device,
-                                        args.num_workers)
-        raw_after = raw_forward(encoder, device, precision, args.batch_size, iterations)
-        raw = (raw_before + raw_after) / 2
-        seed_raw_batch1 = raw_forward(encoder, device, "fp32", 1, 8)
-
-        memory = []
-        for count, cache_name in ((m, "cache-mem-n"), (2 * m, "cache-mem-2n")):
-            reset = reset_peak_memory()
-            extract(encoder, source, ids[:count], plan, EmbeddingCache(root / cache_name),
-                    batch_size=args.batch_size, num_workers=args.num_workers, precision=precision,
-                    device=device, progress=False)
-            memory.append((count, reset, *peak_memory_mb()))
+        rounds = []
+        for index in range(args.rounds):
+            rounds.append(_round(index, encoder, source, ids[:n], ids[: min(n, args.seed_scans)], plan, root,
+                                 device, precision, args.batch_size, args.num_workers, iterations))
+        memory = [measure_memory(sys.argv[1:], root / "scans", count) for count in (m, 2 * m)]
 
     print()
-    print(f"raw forward, {precision}, batch {args.batch_size} (ceiling): {raw:8.1f} img/s "
-          f"(before {raw_before:.1f}, after {raw_after:.1f})")
-    print(f"harness end to end from disk, {precision}:       {harness:8.1f} img/s "
-          f"({report.instances} instances in {report.seconds:.1f} s, {report.forward_calls} forward calls, "
-          f"{report.forward_seconds:.1f} s in the model)")
-    print(f"  of which start-up until the first batch: {report.first_batch_seconds:.1f} s "
-          f"(workers start, first reads); after it {steady:.1f} img/s")
-    print(f"seed pattern (1 scan/item, 1 slice/call, fp32): {seed:8.1f} img/s ({seed_count} instances; "
-          f"raw fp32 batch-1 forward {seed_raw_batch1:.1f} img/s)")
-    print(f"harness / raw forward:  {harness / raw:6.2f}   (target >= 0.85; after start-up "
-          f"{steady / raw:.2f})")
-    print(f"harness / seed pattern: {harness / seed:6.2f}   (target >= 1.8 on CPU, >= 5 on a GPU)")
-    for count, reset, main_mb, workers_mb in memory:
-        note = "" if reset else " (peak not resettable here: cumulative)"
-        print(f"peak RSS extracting {count:3d} scans: main process {main_mb:7.1f} MiB{note}, "
-              f"largest worker so far {workers_mb:7.1f} MiB")
+    for r in rounds:
+        print(f"round {r['round']}: raw forward {precision} batch {args.batch_size}: {r['raw']:6.1f} img/s "
+              f"(before {r['raw_before']:.1f}, after {r['raw_after']:.1f})")
+        print(f"  harness end to end from disk: {r['harness']:6.1f} img/s ({r['instances']} instances in "
+              f"{r['seconds']:.1f} s, {r['forward_seconds']:.1f} s in the model, start-up until the first "
+              f"batch {r['startup']:.1f} s)")
+        print(f"  seed pattern (1 scan/item, 1 slice/call, fp32): {r['seed']:6.1f} img/s (raw fp32 batch-1 "
+              f"forward {r['raw_b1']:.1f} img/s)")
+        if not _stable(r):
+            print("  note: the raw forward moved by more than 15% across this round (the CPU's load "
+                  "changed); its ratios are left out when a steadier round exists")
+    steady_rounds = [r for r in rounds if _stable(r)]
+    chosen = steady_rounds or rounds
+    which = (f"median of {len(chosen)} steady round(s)" if steady_rounds
+             else "median of all rounds; none was steady")
+    to_raw = statistics.median(r["harness"] / r["raw"] for r in chosen)
+    steady = statistics.median(r["steady"] / r["raw"] for r in chosen)
+    to_seed = statistics.median(r["harness"] / r["seed"] for r in chosen)
+    print(f"harness / raw forward:  {to_raw:5.2f}  (target >= 0.85; after start-up {steady:.2f}; {which})")
+    print(f"harness / seed pattern: {to_seed:5.2f}  (target >= 1.8 on CPU, >= 5 on a GPU; {which})")
+    for run in memory:
+        print(f"peak RSS extracting {run['scans']:3.0f} scans ({run['instances']:.0f} instances, fresh "
+              f"process): main {run['main_mb']:7.1f} MiB, largest DataLoader worker "
+              f"{run['workers_mb']:7.1f} MiB")
+    growth = memory[1]["main_mb"] - memory[0]["main_mb"]
+    print(f"main-process peak growth from {m} to {2 * m} scans: {growth:+.1f} MiB")
+
+
+def _stable(measured: dict[str, float]) -> bool:
+    return abs(measured["raw_before"] - measured["raw_after"]) <= 0.15 * measured["raw"]
+
+
+def _round(index: int, encoder: Encoder, source: FolderSource, ids: list[str], seed_ids: list[str],
+           plan: SlicePlan, root: Path, device: torch.device, precision: str, batch_size: int,
+           num_workers: int, iterations: int) -> dict[str, float]:
+    """Raw forward, harness, seed pattern, raw forward again: one side-by-side measurement."""
+    raw_before = raw_forward(encoder, device, precision, batch_size, iterations)
+    report = extract(encoder, source, ids, plan, EmbeddingCache(root / f"cache-{index}"),
+                     batch_size=batch_size, num_workers=num_workers, precision=precision, device=device,
+                     progress=False)
+    assert not report.failed, report.summary()
+    seed, _ = seed_pattern(encoder, source, seed_ids, plan, root / f"seed-{index}", device, num_workers)
+    raw_after = raw_forward(encoder, device, precision, batch_size, iterations)
+    return {
+        "round": index + 1, "raw_before": raw_before, "raw_after": raw_after,
+        "raw": (raw_before + raw_after) / 2, "harness": report.instances / report.seconds,
+        "steady": report.instances / (report.seconds - report.first_batch_seconds),
+        "instances": report.instances, "seconds": report.seconds, "forward_seconds": report.forward_seconds,
+        "startup": report.first_batch_seconds, "seed": seed,
+        "raw_b1": raw_forward(encoder, device, "fp32", 1, 8),
+    }
 
 
 if __name__ == "__main__":

@@ -171,11 +171,12 @@ class ExtractionReport:
         return not self.failed
 
     def summary(self) -> str:
-        rate = self.instances / self.seconds if self.seconds > 0 else 0.0
         shard = f" [rank {self.rank}/{self.world_size}]" if self.world_size > 1 else ""
+        work = f"{self.instances} instances in {self.seconds:.1f} s"
+        if self.instances and self.seconds > 0:
+            work += f" ({self.instances / self.seconds:.1f}/s)"
         lines = [f"{self.encoder}{shard}: {len(self.extracted)} extracted, {len(self.cached)} cached, "
-                 f"{len(self.failed)} failed; {self.instances} instances in {self.seconds:.1f} s "
-                 f"({rate:.1f}/s, {self.precision} on {self.device})"]
+                 f"{len(self.failed)} failed; {work}, {self.precision} on {self.device}"]
         lines += [f"  failed: {failure}" for failure in self.failed]
         lines += [f"  recomputed a corrupt cache entry: {scan_id}" for scan_id in self.recomputed]
         lines += [f"  non-finite embeddings: {scan_id}" for scan_id in self.nonfinite]

@@ -43,6 +43,9 @@ class TrainConfig:
     eval_max_instances: int | None = None
     val_fraction: float = 0.2
     seed: int = 0
+    standardize: bool = True
+    """Z-score every embedding dimension with the training fold's instance statistics, so heads see
+    comparable scales whatever the encoder (HU statistics and unit-norm CLIP features alike)."""
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -140,6 +143,8 @@ def train_fold(build: Callable[[], nn.Module], bags: PaddedBags, targets: torch.
         torch.manual_seed(seed)
         model = build().to(device)
         init_digest = parameter_digest(model)
+        if config.standardize:
+            model = Standardized(model, *instance_moments(bags, train_rows, config.batch_size * 2))
         loss_fn = make_loss(label_type, targets[train_rows.to(targets.device)], n_outputs).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -169,6 +174,39 @@ def train_fold(build: Callable[[], nn.Module], bags: PaddedBags, targets: torch.
             model.load_state_dict(best_state)
     model.eval()
     return TrainedFold(model, curve, best_epoch, init_digest, time.perf_counter() - started)
+
+
+class Standardized(nn.Module):
+    """A MIL head behind a fixed per-dimension z-score of its instances (padding stays zero)."""
+
+    def __init__(self, head: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor):  # -> AggregatorOutput
+        # where(), not a product: padding may hold anything, and inf * 0 is NaN.
+        return self.head(torch.where(mask.unsqueeze(-1), (x - self.mean) / self.std, 0.0), mask)
+
+
+@torch.no_grad()
+def instance_moments(bags: PaddedBags, rows: torch.Tensor,
+                     chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of every dimension over the real instances of ``rows``, in chunks so
+    no copy of the training bags is made."""
+    total = torch.zeros(bags.dim, dtype=torch.float64, device=bags.x.device)
+    squares = torch.zeros_like(total)
+    count = 0
+    for start in range(0, len(rows), chunk):
+        x, mask = bags.batch(rows[start:start + chunk].to(bags.x.device))
+        real = x[mask].double()
+        total += real.sum(0)
+        squares += (real * real).sum(0)
+        count += real.shape[0]
+    mean = total / max(count, 1)
+    std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt().clamp(min=1e-6)
+    return mean.float(), std.float()
 
 
 @torch.no_grad()

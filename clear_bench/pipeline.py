@@ -12,8 +12,6 @@ import argparse
 import csv
 import gc
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from clear_bench import __version__
+from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache, encoder_description, safe_filename
 from clear_bench.config import BenchmarkConfig, ComponentRef
 from clear_bench.errors import DataError, UserError, WeightsNotFoundError
@@ -154,7 +153,7 @@ def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
     checkpoint = spec.run(parser.parse_args(argv))
     if checkpoint is None:
         raise DataError(f"pretrainer '{spec.name}' returned no checkpoint for encoder '{ref.id}'")
-    atomic_write(marker, json.dumps({"checkpoint": str(checkpoint), "key": key}))
+    atomic_write_text(marker, json.dumps({"checkpoint": str(checkpoint), "key": key}))
     return replace(ref, options={**ref.options, "checkpoint": str(checkpoint)})
 
 
@@ -267,13 +266,13 @@ def _weights_text(encoder: Encoder) -> str:
 def _write_cell(folder: Path, name: str, result: CrossValResult, summary: Any) -> None:
     """Summary JSON and out-of-fold predictions CSV of one (encoder, aggregator) cell."""
     stem = safe_filename(name)
-    atomic_write(folder / f"{stem}.json", json.dumps(summary.to_dict(), indent=1, sort_keys=True))
+    atomic_write_text(folder / f"{stem}.json", json.dumps(summary.to_dict(), indent=1, sort_keys=True))
     header = ["scan_id", "fold", *(f"p_{label}" for label in result.label_names)]
     lines = [header]
     for fold in sorted(result.folds, key=lambda f: f.fold):
         for scan_id, probs in zip(fold.test_ids, fold.test_probs, strict=True):
             lines.append([scan_id, str(fold.fold), *(f"{p:.6f}" for p in np.asarray(probs).reshape(-1))])
-    atomic_write(folder / f"{stem}.predictions.csv", _csv_text(lines))
+    atomic_write_text(folder / f"{stem}.predictions.csv", _csv_text(lines))
 
 
 def _write_boards(boards: list[TaskBoard], config: BenchmarkConfig, run_dir: Path,
@@ -282,11 +281,11 @@ def _write_boards(boards: list[TaskBoard], config: BenchmarkConfig, run_dir: Pat
     for folder in {config.leaderboard_dir, run_dir / "leaderboards"}:
         for board in boards:
             path = folder / f"{safe_filename(board.task)}.md"
-            atomic_write(path, render_task_board(board, benchmark=config.name, version=__version__))
+            atomic_write_text(path, render_task_board(board, benchmark=config.name, version=__version__))
             written.append(path)
         if boards:
             path = folder / "overall.md"
-            atomic_write(path, render_overall_board(boards, benchmark=config.name, version=__version__,
+            atomic_write_text(path, render_overall_board(boards, benchmark=config.name, version=__version__,
                                                     left_out=left_out))
             written.append(path)
     return sorted(set(written))
@@ -303,20 +302,7 @@ def _write_manifest(path: Path, config: BenchmarkConfig, records: list[EncoderRe
                    "left_out": sorted(t.failed)} for t in tasks],
         "failures": failures,
     }
-    atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _csv_text(rows: list[list[str]]) -> str:

@@ -175,7 +175,7 @@ def _cohort(args: argparse.Namespace) -> int:
 def _write_nifti(path: Path, scan) -> None:
     import SimpleITK as sitk
 
-    from clear_bench.data.files import atomic_write
+    from clear_bench.atomic import atomic_write
 
     image = sitk.GetImageFromArray(np.rint(scan.volume).astype(np.int16))
     image.SetSpacing(tuple(float(s) for s in reversed(scan.spacing)))
@@ -188,7 +188,7 @@ def _write_nifti(path: Path, scan) -> None:
 
 
 def _write_labels(path: Path, names: Sequence[str], labels: dict[str, np.ndarray], kind: str) -> None:
-    from clear_bench.data.files import atomic_write
+    from clear_bench.atomic import atomic_write
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

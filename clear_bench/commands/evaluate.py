@@ -92,12 +92,13 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 
 def _run_folder(args: argparse.Namespace) -> int:
+    from clear_bench.atomic import atomic_write_text
     from clear_bench.evaluation.bags import pad_bags
     from clear_bench.evaluation.bootstrap import summarize
     from clear_bench.evaluation.compare import compare_rows
     from clear_bench.evaluation.crossval import permute_labels, run_crossval
     from clear_bench.evaluation.inputs import read_feature_folder, read_label_csv
-    from clear_bench.evaluation.splits import atomic_write_text, ensure_splits
+    from clear_bench.evaluation.splits import ensure_splits
     from clear_bench.evaluation.training import TrainConfig
     from clear_bench.registry import load_registry
 

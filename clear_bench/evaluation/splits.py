@@ -21,14 +21,13 @@ it is known before the split is computed: every encoder of a task finds and reus
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from clear_bench.atomic import atomic_write_text
 from clear_bench.errors import DataError, UserError
 from clear_bench.specs import LabelType, stable_hash
 
@@ -210,19 +209,6 @@ def require_same_splits(fingerprints: Mapping[str, str]) -> str:
     if not distinct:
         raise SplitMismatchError("no rows to compare")
     return distinct[0]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _patients(labels: Mapping[str, np.ndarray], patient_of: Mapping[str, str] | None) -> dict[str, str]:

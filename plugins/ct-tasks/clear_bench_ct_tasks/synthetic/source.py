@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clear_bench.atomic import atomic_write
 from clear_bench.data.annotations import LESION_TYPES
-from clear_bench.data.files import atomic_write
 from clear_bench.data.scan import Scan
 from clear_bench.errors import DataError
 from clear_bench.specs import LesionBox, stable_hash

@@ -7,16 +7,15 @@ generator states are converted to such values (:func:`capture_rng` / :func:`rest
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from clear_bench.atomic import atomic_write_bytes
 from clear_bench.errors import UserError
 
 STATE_FORMAT = "clear-bench/lecl-train-state"
@@ -53,17 +52,7 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename (never a half-written file)."""
     buffer = io.BytesIO()
     torch.save({"format": STATE_FORMAT, "format_version": STATE_VERSION, **state}, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 from clear_bench.registry import KINDS, Registered, load_registry
+from clear_bench.specs import EncoderSpec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("plugins", help="list encoders, tasks, sources, aggregators, pretrainers",
                                    description="List every registered component and where it comes from.")
     parser.add_argument("--kind", choices=KINDS, help="only this kind")
+    parser.add_argument("--measure", action="store_true",
+                        help="build each encoder's default architecture with random weights and measure its "
+                             "embedding dim (seconds per encoder; no weights are loaded)")
     return parser
 
 
@@ -19,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     for kind in (args.kind,) if args.kind else KINDS:
         table = registry.of_kind(kind)
         print(f"\n{kind} ({len(table)})")
-        rows = [_row(kind, name, entry) for name, entry in sorted(table.items())]
+        rows = [_row(kind, name, entry, measure=args.measure) for name, entry in sorted(table.items())]
         headers = ["name", "provider", "version", *(_EXTRA.get(kind, ())), "description"]
         print(format_table(headers, rows))
     if registry.failures:
@@ -32,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
 _EXTRA = {"encoders": ("input", "embed dim", "weights"), "tasks": ("labels", "metric")}
 
 
-def _row(kind: str, name: str, entry: Registered) -> list[str]:
+def _row(kind: str, name: str, entry: Registered, *, measure: bool = False) -> list[str]:
     spec, provider = entry.spec, entry.provider
     extra: list[str] = []
     if kind == "encoders":
-        dim = str(spec.embed_dim) if spec.embed_dim else "from model"
+        dim = str(spec.embed_dim) if spec.embed_dim else (_measured_dim(spec) if measure else "from model")
         extra = [spec.input_kind, dim, spec.weights_source or "-"]
     elif kind == "tasks":
         extra = [spec.label_type, spec.metric]
@@ -49,3 +53,14 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [headers, ["-" * w for w in widths], *rows]]
     return "\n".join("  " + line for line in lines)
+
+
+def _measured_dim(spec: EncoderSpec) -> str:
+    """The embedding dim of the default architecture, measured on a random-init build (never a table)."""
+    from clear_bench.extraction import build_encoder
+
+    options = {"weights": "random"} if "weights" in spec.options else {}
+    try:
+        return f"{build_encoder(spec, options).embed_dim} (default arch)"
+    except Exception as error:  # a plugin that cannot build without weights still gets listed
+        return f"? ({type(error).__name__})"

@@ -84,7 +84,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
 
     tasks = [_load_task(ref, registry, log) for ref in config.tasks]
     records = []
-    for ref in config.encoders:
+    for ref in _with_reference(config.encoders, log):
         try:
             if ref.pretrain is not None:
                 ref = _pretrained(ref, registry, config.checkpoint_dir, log, train=extract_missing)
@@ -121,6 +121,17 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     for path in written:
         log(f"leaderboard: {path}")
     return RunOutcome(written, run_dir, failures)
+
+
+REFERENCE_ENCODER = "hu-reference"
+
+
+def _with_reference(encoders: tuple[ComponentRef, ...], log: Callable[[str], None]) -> list[ComponentRef]:
+    """Every board carries the non-learned reference: the floor a deep encoder must beat."""
+    if any(ref.name == REFERENCE_ENCODER for ref in encoders):
+        return list(encoders)
+    log(f"encoder {REFERENCE_ENCODER}: added, every board carries the non-learned reference")
+    return [*encoders, ComponentRef(REFERENCE_ENCODER, REFERENCE_ENCODER)]
 
 
 def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,

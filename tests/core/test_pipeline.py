@@ -92,3 +92,13 @@ def test_evaluate_reads_the_cache_and_extracts_nothing(first_run, capsys) -> Non
     assert "extracted" not in captured.out
     assert "left out: encoder vit-missing-weights" in captured.err
     assert (config.parent / "boards" / "lesion-location.md").read_text() == board
+
+
+def test_a_benchmark_without_the_reference_gets_it(tmp_path: Path) -> None:
+    config = tmp_path / "noref.yaml"
+    config.write_text(BENCH.format(extra_encoders="").replace("  - hu-reference\n", "")
+                      .replace("aggregators: [abmil, mean-pool]", "aggregators: [mean-pool]"))
+    assert "hu-reference" not in config.read_text()
+    assert main(["run", str(config), "--no-progress"]) == 0
+    board = (tmp_path / "boards" / "lesion-location.md").read_text()
+    assert "| hu-reference | mean-pool |" in board and "| vit-tiny (random init) | mean-pool |" in board

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from clear_bench.errors import ConfigError, UserError
-from clear_bench.registry import Registry
+from clear_bench.registry import Registry, load_registry
 from clear_bench.specs import Option, Options
 
 
@@ -41,35 +41,38 @@ class PretrainRef:
     args: tuple[str, ...] = ()
 
 
+# The defaults of these sections live in the schema below (``_SECTIONS``), once.
+
+
 @dataclass(frozen=True)
 class PreprocessingConfig:
-    windows: tuple[str, ...] = ("soft-tissue", "lung", "bone")
-    window_mode: str = "per-window"
-    slice_step: int = 1
-    slice_spacing_mm: float | None = None
-    image_size: int | None = None
+    windows: tuple[str, ...]
+    window_mode: str
+    slice_step: int
+    slice_spacing_mm: float | None
+    image_size: int | None
 
 
 @dataclass(frozen=True)
 class ExtractionConfig:
-    batch_size: int = 64
-    num_workers: int = 2
-    precision: str = "auto"
+    batch_size: int
+    num_workers: int
+    precision: str
 
 
 @dataclass(frozen=True)
 class CrossValConfig:
-    folds: int = 5
-    seed: int = 0
-    val_fraction: float = 0.2
-    epochs: int = 40
-    patience: int = 8
-    lr: float = 2e-4
-    weight_decay: float = 1e-2
-    batch_size: int = 32
-    max_instances: int = 512
-    bootstrap: int = 1000
-    shuffle_controls: int = 0
+    folds: int
+    seed: int
+    val_fraction: float
+    epochs: int
+    patience: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_instances: int
+    bootstrap: int
+    shuffle_controls: int
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,15 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
         tasks=tuple(ref for _, ref in components["tasks"]),
         aggregators=tuple(ref for _, ref in components.get("aggregators", _default_aggregators())),
     )
+
+
+def load_benchmark_with_plugins(
+    path: str | Path, extra_plugins: Sequence[str | Path] = ()
+) -> tuple[BenchmarkConfig, Registry]:
+    """Discover plugins (installed, the YAML's ``plugins:``, ``extra_plugins``), then validate the YAML
+    against them in one pass, so every problem is reported together."""
+    registry = load_registry([*plugin_paths_of(path), *extra_plugins])
+    return load_benchmark(path, registry), registry
 
 
 def plugin_paths_of(path: str | Path) -> list[Path]:

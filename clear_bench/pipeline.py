@@ -25,6 +25,7 @@ from clear_bench import __version__
 from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache, encoder_description, safe_filename
 from clear_bench.config import BenchmarkConfig, ComponentRef
+from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import DataError, UserError, WeightsNotFoundError
 from clear_bench.evaluation.bags import pad_bags
 from clear_bench.evaluation.bootstrap import summarize
@@ -53,7 +54,7 @@ class EncoderRecord:
 
     ref: ComponentRef
     encoder: Encoder
-    plans: dict[str, Any] = field(default_factory=dict)
+    plan: SlicePlan
 
     @property
     def label(self) -> str:
@@ -87,7 +88,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     for ref in _with_reference(config.encoders, log):
         try:
             if ref.pretrain is not None:
-                ref = _pretrained(ref, registry, config.checkpoint_dir, log, train=extract_missing)
+                ref = resolve_pretrained(ref, registry, config.checkpoint_dir, log, train=extract_missing)
             records.append(_extract_encoder(ref, registry, tasks, config, cache, device, log, progress,
                                             failures, extract_missing))
         except WeightsNotFoundError as error:
@@ -134,7 +135,7 @@ def _with_reference(encoders: tuple[ComponentRef, ...], log: Callable[[str], Non
     return [*encoders, ComponentRef(REFERENCE_ENCODER, REFERENCE_ENCODER)]
 
 
-def _pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
+def resolve_pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path,
                 log: Callable[[str], None], *, train: bool = True) -> ComponentRef:
     """Train the encoder of ``ref`` with its pretrainer unless a checkpoint of the same recipe exists.
 
@@ -184,17 +185,13 @@ def _extract_encoder(ref: ComponentRef, registry: Registry, tasks: list[LoadedTa
     encoder = build_encoder(registry.encoder(ref.name), ref.options)
     if encoder.random_init:
         log(f"encoder {ref.id}: RANDOM-INIT weights ({encoder.weights_digest}), as the config asks")
-    record = EncoderRecord(ref, encoder)
     prep = config.preprocessing
-    for task in tasks:
-        plan = slice_plan_for(encoder, windows=prep.windows, window_mode=prep.window_mode,
-                              slice_step=prep.slice_step, slice_spacing_mm=prep.slice_spacing_mm,
-                              image_size=prep.image_size)
-        record.plans[task.ref.id] = plan
-        if not extract_missing:
-            continue
+    record = EncoderRecord(ref, encoder, slice_plan_for(
+        encoder, windows=prep.windows, window_mode=prep.window_mode, slice_step=prep.slice_step,
+        slice_spacing_mm=prep.slice_spacing_mm, image_size=prep.image_size))
+    for task in tasks if extract_missing else ():
         ids = sorted(task.data.labels)
-        report = extract(encoder, task.data.source, ids, plan, cache,
+        report = extract(encoder, task.data.source, ids, record.plan, cache,
                          batch_size=config.extraction.batch_size, num_workers=config.extraction.num_workers,
                          precision=config.extraction.precision, device=device, progress=progress)
         log(f"encoder {ref.id} x task {task.ref.id}: {report.summary()}")
@@ -222,11 +219,11 @@ def _evaluate_task(task: LoadedTask, records: list[EncoderRecord], config: Bench
     rows: list[Row] = []
     results: dict[str, CrossValResult] = {}
     for record in records:
-        plan = record.plans[task.ref.id]
-        bags = load_bags(cache, record.encoder, plan, task.data.source, ids,
+        bags = load_bags(cache, record.encoder, record.plan, task.data.source, ids,
                          precision=config.extraction.precision, device=train.device)
         padded = pad_bags(bags, ids)
-        bagset = stable_hash({"encoder": encoder_description(record.encoder), "plan": plan.fingerprint(),
+        bagset = stable_hash({"encoder": encoder_description(record.encoder),
+                              "plan": record.plan.fingerprint(),
                               "scans": [task.data.source.fingerprint(i) for i in ids]})
         for agg_ref in config.aggregators:
             spec = registry.aggregator(agg_ref.name)

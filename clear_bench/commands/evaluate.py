@@ -79,12 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from clear_bench.config import load_benchmark, plugin_paths_of
+    from clear_bench.config import load_benchmark_with_plugins
     from clear_bench.pipeline import run_benchmark
-    from clear_bench.registry import load_registry
 
-    registry = load_registry([*plugin_paths_of(args.config), *args.plugin])
-    config = load_benchmark(args.config, registry)
+    config, registry = load_benchmark_with_plugins(args.config, args.plugin)
     outcome = run_benchmark(config, registry, extract_missing=False)
     for failure in outcome.failures:
         print(f"left out: {failure}", file=sys.stderr)

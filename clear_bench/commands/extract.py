@@ -147,11 +147,9 @@ def _jobs_from_flags(args: argparse.Namespace, local_plugins: list[str]) -> tupl
 
 
 def _jobs_from_config(args: argparse.Namespace, local_plugins: list[str]) -> tuple[list[Job], dict[str, Any]]:
-    from clear_bench.config import load_benchmark
+    from clear_bench.config import load_benchmark_with_plugins
 
-    config = load_benchmark(args.config, registry=None)
-    registry = load_registry([*config.plugins, *local_plugins])
-    config = load_benchmark(args.config, registry=registry)
+    config, registry = load_benchmark_with_plugins(args.config, local_plugins)
     sources = []
     for task_ref in config.tasks:
         spec = registry.task(task_ref.name)
@@ -169,6 +167,10 @@ def _jobs_from_config(args: argparse.Namespace, local_plugins: list[str]) -> tup
     jobs: list[Job] = []
     for ref in config.encoders:
         def make(ref: Any = ref, registry: Registry = registry) -> Encoder:
+            if ref.pretrain is not None:  # the same checkpoint `run` trains (or reuses) for this entry
+                from clear_bench.pipeline import resolve_pretrained
+
+                ref = resolve_pretrained(ref, registry, config.checkpoint_dir, print)
             return build_encoder(registry.encoder(ref.name), ref.options)
 
         jobs.append((ref.id, make, _plan_options(args, plan_defaults), sources))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clear_bench.config import load_benchmark, plugin_paths_of
-from clear_bench.registry import load_registry
+from clear_bench.config import load_benchmark_with_plugins
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,8 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from clear_bench.pipeline import run_benchmark  # torch-heavy: only when really running
 
-    registry = load_registry([*plugin_paths_of(args.config), *args.plugin])
-    config = load_benchmark(args.config, registry=registry)
+    config, registry = load_benchmark_with_plugins(args.config, args.plugin)
     if args.check:
         print(f"{args.config}: OK ({len(config.encoders)} encoders x {len(config.tasks)} tasks x "
               f"{len(config.aggregators)} aggregators)")

@@ -191,3 +191,17 @@ def test_nested_source_options_are_checked_and_paths_resolved(bench, tmp_path: P
                                "'toy-source' (did you mean 'root'?)") for line in lines)
     assert any(line.startswith(f"{bad}:9: tasks[1].options.source: unknown source 'toy-sauce' "
                                "(did you mean 'toy-source'?)") for line in lines)
+
+
+def test_every_command_taking_a_yaml_reports_all_problems_at_once(bench, capsys) -> None:
+    path = bench("""
+        encoders: [nope]
+        tasks: [toy-task]
+        device: 3
+    """)
+    for command in ("run", "extract", "evaluate"):
+        code = main(["--plugin", str(path.parent / "toy_plugin.py"), command, str(path)])
+        err = capsys.readouterr().err
+        assert code == 2, command
+        assert f"error: {path}:2: encoders[0].name: unknown encoder 'nope'" in err, command
+        assert f"error: {path}:4: device: expected str, got int 3" in err, command

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from clear_bench.errors import ConfigError, UserError
+from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.registry import Registry, load_registry
 from clear_bench.specs import Option, Options
 
@@ -98,6 +99,8 @@ class BenchmarkConfig:
 
 # --- schema --------------------------------------------------------------------------------------------
 
+_TRAIN = TrainConfig()  # the heads' training defaults, written once
+
 _SECTIONS: dict[str, dict[str, Option]] = {
     "preprocessing": {
         "windows": Option(list, ["soft-tissue", "lung", "bone"],
@@ -115,14 +118,14 @@ _SECTIONS: dict[str, dict[str, Option]] = {
     },
     "crossval": {
         "folds": Option(int, 5, "K of the patient-level K-fold"),
-        "seed": Option(int, 0, "seed of the splits and of every head's initialisation"),
-        "val_fraction": Option((float, int), 0.2, "inner validation share of the training folds"),
-        "epochs": Option(int, 40, "maximum epochs per fold"),
-        "patience": Option(int, 8, "early-stopping patience on validation loss"),
-        "lr": Option((float, int), 2e-4, "AdamW learning rate"),
-        "weight_decay": Option((float, int), 1e-2, "AdamW weight decay"),
-        "batch_size": Option(int, 32, "bags per optimisation step"),
-        "max_instances": Option(int, 512, "instances sampled per training bag"),
+        "seed": Option(int, _TRAIN.seed, "seed of the splits and of every head's initialisation"),
+        "val_fraction": Option((float, int), _TRAIN.val_fraction, "inner validation share of training folds"),
+        "epochs": Option(int, _TRAIN.epochs, "maximum epochs per fold"),
+        "patience": Option(int, _TRAIN.patience, "early-stopping patience on validation loss"),
+        "lr": Option((float, int), _TRAIN.lr, "AdamW learning rate"),
+        "weight_decay": Option((float, int), _TRAIN.weight_decay, "AdamW weight decay"),
+        "batch_size": Option(int, _TRAIN.batch_size, "bags per optimisation step"),
+        "max_instances": Option(int, _TRAIN.max_instances, "instances sampled per training bag"),
         "bootstrap": Option(int, 1000, "patient-level bootstrap resamples"),
         "shuffle_controls": Option(int, 0, "label-shuffle control runs"),
     },

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from clear_bench.errors import UserError
+from clear_bench.evaluation.settings import TrainConfig
 
+_TRAIN = TrainConfig()
 _DEFAULTS = {
-    "epochs": (40, "maximum training epochs per fold"),
-    "lr": (2e-4, "AdamW learning rate"),
-    "weight_decay": (1e-2, "AdamW weight decay"),
-    "batch_size": (32, "bags per minibatch"),
-    "patience": (8, "early stopping: epochs without a lower validation loss"),
-    "max_instances": (512, "random instances per bag at each training step (0: all)"),
+    "epochs": (_TRAIN.epochs, "maximum training epochs per fold"),
+    "lr": (_TRAIN.lr, "AdamW learning rate"),
+    "weight_decay": (_TRAIN.weight_decay, "AdamW weight decay"),
+    "batch_size": (_TRAIN.batch_size, "bags per minibatch"),
+    "patience": (_TRAIN.patience, "early stopping: epochs without a lower validation loss"),
+    "max_instances": (_TRAIN.max_instances, "random instances per bag at each training step (0: all)"),
 }
 
 
@@ -97,7 +99,6 @@ def _run_folder(args: argparse.Namespace) -> int:
     from clear_bench.evaluation.crossval import permute_labels, run_crossval
     from clear_bench.evaluation.inputs import read_feature_folder, read_label_csv
     from clear_bench.evaluation.splits import ensure_splits
-    from clear_bench.evaluation.training import TrainConfig
     from clear_bench.registry import load_registry
 
     if args.threads:

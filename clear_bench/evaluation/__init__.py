@@ -7,7 +7,7 @@ The call sequence of one task (every encoder and aggregator shares the splits)::
     from clear_bench.evaluation.compare import compare_rows
     from clear_bench.evaluation.crossval import permute_labels, run_crossval
     from clear_bench.evaluation.splits import ensure_splits
-    from clear_bench.evaluation.training import TrainConfig
+    from clear_bench.evaluation.settings import TrainConfig
 
     splits = ensure_splits(task_dir / "splits", labels, label_type, k=5, seed=0, val_fraction=0.2,
                            patient_of=None)                       # saved once, fingerprinted, reused

@@ -69,6 +69,8 @@ class Preprocessing:
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    depth: int | None = None
+    """For volume encoders: the number of slices a volume is resampled to along z (``None``: as read)."""
 
     def fingerprint(self) -> str:
         return stable_hash(asdict(self))
@@ -147,6 +149,27 @@ class ScanSource(Protocol):
 
     def fingerprint(self, scan_id: str) -> str:
         """A content hash of the scan (file bytes, or generator parameters) that keys its cache entries."""
+        ...
+
+
+@runtime_checkable
+class LocatedSource(Protocol):
+    """Optional capability of a :class:`ScanSource`: it can say which file or folder a scan is read from,
+    so a failure report names it."""
+
+    def path(self, scan_id: str) -> Path | None:
+        """The file or folder ``scan_id`` is read from (``None`` when it has none, e.g. generated)."""
+        ...
+
+
+@runtime_checkable
+class LabelledSource(Protocol):
+    """Optional capability of a :class:`ScanSource` that carries labels of its own (the synthetic cohort,
+    DeepLesion's lesion types): tasks read them when no label CSV is given."""
+
+    def task_labels(self, task: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        """``(label_names, labels)`` of ``task`` in the :class:`TaskData` convention; ``KeyError`` when
+        this source has no labels for that task."""
         ...
 
 

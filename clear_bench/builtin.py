@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_bench import hookimpl
 from clear_bench.reference import reference_encoder_spec
-from clear_bench.specs import AggregatorSpec, EncoderSpec, Option
+from clear_bench.specs import AggregatorSpec, EncoderSpec, MetricSpec, Option
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,3 +60,10 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
 @hookimpl
 def clear_bench_encoders() -> list[EncoderSpec]:
     return [reference_encoder_spec()]
+
+
+@hookimpl
+def clear_bench_metrics() -> list[MetricSpec]:
+    from clear_bench.evaluation.metrics import BUILTIN_METRICS  # numpy only
+
+    return list(BUILTIN_METRICS)

@@ -66,4 +66,5 @@ def reference_encoder_spec() -> EncoderSpec:
         weights_source="none (non-learned)",
         description="per-slice HU histogram + first-order statistics (the floor every encoder must beat)",
         options=REFERENCE_OPTIONS,
+        reference=True,
     )

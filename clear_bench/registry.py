@@ -22,16 +22,26 @@ import pluggy
 
 from clear_bench import PROJECT, hookspecs
 from clear_bench.errors import PluginError
-from clear_bench.specs import AggregatorSpec, EncoderSpec, PretrainerSpec, SourceSpec, TaskSpec
+from clear_bench.specs import (
+    AggregatorSpec,
+    CommandSpec,
+    EncoderSpec,
+    MetricSpec,
+    PretrainerSpec,
+    SourceSpec,
+    TaskSpec,
+)
 
 ENTRY_POINT_GROUP = "clear_bench"
-KINDS = ("encoders", "tasks", "sources", "aggregators", "pretrainers")
+KINDS = ("encoders", "tasks", "sources", "aggregators", "metrics", "pretrainers", "commands")
 _SPEC_TYPES = {
     "encoders": EncoderSpec,
     "tasks": TaskSpec,
     "sources": SourceSpec,
     "aggregators": AggregatorSpec,
+    "metrics": MetricSpec,
     "pretrainers": PretrainerSpec,
+    "commands": CommandSpec,
 }
 
 S = TypeVar("S")
@@ -72,10 +82,14 @@ class Registry:
     tasks: dict[str, Registered[TaskSpec]] = field(default_factory=dict)
     sources: dict[str, Registered[SourceSpec]] = field(default_factory=dict)
     aggregators: dict[str, Registered[AggregatorSpec]] = field(default_factory=dict)
+    metrics: dict[str, Registered[MetricSpec]] = field(default_factory=dict)
     pretrainers: dict[str, Registered[PretrainerSpec]] = field(default_factory=dict)
+    commands: dict[str, Registered[CommandSpec]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> dict[str, Registered[Any]]:
+        if kind not in KINDS:
+            raise KeyError(f"unknown component kind '{kind}' (known: {', '.join(KINDS)})")
         return getattr(self, kind)
 
     def get(self, kind: str, name: str) -> Any:
@@ -100,6 +114,17 @@ class Registry:
 
     def pretrainer(self, name: str) -> PretrainerSpec:
         return self.get("pretrainers", name)
+
+    def metric(self, name: str) -> MetricSpec:
+        return self.get("metrics", name)
+
+    def metrics_for(self, label_type: str) -> list[MetricSpec]:
+        """Every registered metric that applies to ``label_type``, built-ins first."""
+        return [entry.spec for entry in self.metrics.values() if label_type in entry.spec.label_types]
+
+    def references(self) -> list[EncoderSpec]:
+        """The encoders declared non-learned references (every board carries them)."""
+        return [entry.spec for entry in self.encoders.values() if entry.spec.reference]
 
     def _failure_hint(self) -> str:
         if not self.failures:

@@ -1,4 +1,5 @@
-"""The things plugins provide: encoders, tasks, scan sources, aggregators (MIL heads) and pretrainers.
+"""The things plugins provide: encoders, tasks, scan sources, aggregators (MIL heads), metrics, pretrainers
+and commands.
 
 A plugin returns these specs from its hooks (see :mod:`clear_bench.hookspecs`). A spec is cheap to create:
 it describes a component and knows how to build it; nothing heavy happens until ``build`` is called.
@@ -20,39 +21,10 @@ if TYPE_CHECKING:  # keep `clear-bench plugins` and config validation free of a 
 
     from clear_bench.data.scan import Scan
 
+from clear_bench.schema import Option, Options, resolve_options
+
 InputKind = Literal["slice", "volume"]
 LabelType = Literal["binary", "multiclass", "multilabel"]
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option a component accepts under ``options:`` in a YAML config."""
-
-    type: type | tuple[type, ...]
-    default: Any = None
-    help: str = ""
-    choices: Sequence[Any] | None = None
-    required: bool = False
-    must_exist: bool = True
-    """For ``type=Path``: the file or folder must exist (inputs); False for output or cache folders.
-    Either way a relative path is taken from the YAML file's folder."""
-    component: str | None = None
-    """The value names another component of this kind (e.g. ``"sources"``): a name, or a mapping with
-    ``name`` and that component's own options, validated against its declared options."""
-
-    def type_name(self) -> str:
-        types = self.type if isinstance(self.type, tuple) else (self.type,)
-        return " or ".join(t.__name__ for t in types)
-
-
-Options = Mapping[str, Option]
-
-
-def resolve_options(declared: Options, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults of ``declared`` overlaid with ``given`` (already validated by the config layer)."""
-    values = {key: opt.default for key, opt in declared.items()}
-    values.update(given or {})
-    return values
 
 
 @dataclass(frozen=True)
@@ -119,6 +91,9 @@ class EncoderSpec:
     weights_source: str = ""
     description: str = ""
     options: Options = field(default_factory=dict)
+    reference: bool = False
+    """A non-learned reference (the floor every encoder must beat): ``run`` adds every reference encoder
+    to a benchmark that leaves it out, and boards label its rows non-learned."""
 
 
 @dataclass
@@ -206,6 +181,8 @@ class TaskSpec:
     label_type: LabelType
     load: Callable[[Mapping[str, Any]], TaskData]
     metric: str = "auroc"
+    """The primary metric (a registered metric's name): it ranks the board's rows and is the one the
+    paired comparisons test."""
     description: str = ""
     options: Options = field(default_factory=dict)
 
@@ -229,21 +206,126 @@ class AggregatorSpec:
     options: Options = field(default_factory=dict)
 
 
+class PretrainRun(Protocol):
+    """How a pretrainer trains: returns the path of the final encoder checkpoint."""
+
+    def __call__(self, config: Path | None, output_dir: Path | None, *, resume: bool | Path = False,
+                 options: Mapping[str, Any] | None = None) -> Path:
+        """Train from the recipe ``config`` into ``output_dir`` (``None``: the recipe's own choice);
+        ``resume`` continues from the newest training state there (or from the given state file);
+        ``options`` are checked values of the spec's declared options, overriding the recipe."""
+        ...
+
+
 @dataclass(frozen=True)
 class PretrainerSpec:
-    """A way to train an encoder: ``clear-bench pretrain NAME``.
+    """A way to train an encoder: ``clear-bench pretrain NAME`` and a YAML encoder's ``pretrain:`` entry.
 
-    ``add_arguments`` declares its command-line flags; ``run(args)`` trains and returns the path of the
-    final encoder checkpoint.
+    ``options`` are the recipe overrides it accepts: the same declared options become the command's
+    ``--flags`` and the keys of ``pretrain: {options: ...}`` in a benchmark YAML.
+    """
+
+    name: str
+    run: PretrainRun
+    options: Options = field(default_factory=dict)
+    description: str = ""
+    config_required: bool = True
+    """Whether ``run`` needs a recipe file (``--config``)."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric computed from one fold's test probabilities.
+
+    ``compute(label_type, y, probs, thresholds, weights)`` gets ``y`` (``[n, L]`` 0/1, or ``[n]`` class
+    indices for multi-class), ``probs`` (``[n, L]`` sigmoid or ``[n, C]`` softmax), one
+    validation-chosen threshold per label (empty for multi-class) and bootstrap ``weights`` ``[B, n]``
+    (``None``: one unweighted evaluation), and returns ``[B, L + 1]``: one column per label (``nan``
+    where it is undefined or not per-label) and the macro value last. :func:`per_label_metric` builds
+    ``compute`` from a function of one label.
+    """
+
+    name: str
+    compute: Callable[..., np.ndarray]
+    label_types: tuple[LabelType, ...] = ("binary", "multilabel", "multiclass")
+    higher_is_better: bool = True
+    title: str = ""
+    """Column title on boards (default: the name)."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A subcommand a plugin adds: ``clear-bench NAME`` or, with ``parent``, ``clear-bench PARENT NAME``.
+
+    ``add_arguments(parser)`` declares its flags; ``run(args)`` returns the exit code (``None``: 0).
     """
 
     name: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Path]
-    description: str = ""
+    run: Callable[[argparse.Namespace], int | None]
+    help: str = ""
+    parent: str | None = None
+    """``"data"`` attaches it under ``clear-bench data``; ``None`` makes it a top-level command."""
+
+
+def per_label_metric(score: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """A :attr:`MetricSpec.compute` from ``score(y, scores, weights) -> float | [B]`` of one label (0/1
+    ``y``, scores of that label; one-vs-rest per class for multi-class); the macro value is the mean over
+    the labels where it is defined."""
+
+    def compute(label_type: str, y: np.ndarray, probs: np.ndarray, thresholds: Sequence[float],
+                weights: np.ndarray | None) -> np.ndarray:
+        import warnings
+
+        import numpy as np
+
+        probs = np.asarray(probs, dtype=np.float64)
+        n_boot = 1 if weights is None else np.atleast_2d(weights).shape[0]
+        if label_type == "multiclass":
+            classes = np.asarray(y).reshape(-1).astype(np.int64)
+            columns = [classes == c for c in range(probs.shape[1])]
+        else:
+            matrix = np.asarray(y).reshape(len(probs), -1).astype(bool)
+            columns = [matrix[:, j] for j in range(probs.shape[1])]
+        per = np.stack([np.broadcast_to(np.asarray(score(column, probs[:, j], weights), dtype=np.float64),
+                                        (n_boot,)) for j, column in enumerate(columns)], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            macro = np.nanmean(per, axis=1)
+        return np.concatenate([per, macro[:, None]], axis=1)
+
+    return compute
 
 
 def stable_hash(value: Any, length: int = 16) -> str:
     """A short sha256 of a JSON-serialisable value, independent of dict order."""
     blob = json.dumps(value, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+__all__ = [
+    "AggregatorOutput",
+    "AggregatorSpec",
+    "CommandSpec",
+    "Encoder",
+    "EncoderSpec",
+    "InputKind",
+    "LabelType",
+    "LabelledSource",
+    "LesionBox",
+    "LocatedSource",
+    "MetricSpec",
+    "Option",
+    "Options",
+    "Preprocessing",
+    "PretrainRun",
+    "PretrainerSpec",
+    "ScanSource",
+    "SourceSpec",
+    "TaskData",
+    "TaskSpec",
+    "per_label_metric",
+    "resolve_options",
+    "stable_hash",
+]

@@ -20,16 +20,17 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clear_bench.evaluation.metrics import MACRO, choose_threshold, fold_metrics, metric_names, nanmean
+from clear_bench.evaluation.metrics import MACRO, choose_threshold, fold_metrics, nanmean
 
 if TYPE_CHECKING:
     from clear_bench.evaluation.crossval import CrossValResult
+    from clear_bench.specs import MetricSpec
 
 
 @dataclass
@@ -100,31 +101,35 @@ def bootstrap_weights(result: CrossValResult, n_boot: int, seed: int) -> list[np
 
 
 def fold_values(result: CrossValResult, weights: list[np.ndarray] | None = None,
-                cuts: list[list[float]] | None = None) -> dict[str, np.ndarray]:
-    """``{metric: [n_folds, B, L + 1]}`` (last column macro); ``B = 1`` without ``weights``."""
+                cuts: list[list[float]] | None = None,
+                metrics: Sequence[MetricSpec] | None = None) -> dict[str, np.ndarray]:
+    """``{metric: [n_folds, B, L + 1]}`` (last column macro); ``B = 1`` without ``weights``; ``metrics``
+    default to the built-in ones."""
     cuts = thresholds(result) if cuts is None else cuts
     folds = sorted(result.folds, key=lambda f: f.fold)
     per_fold = []
     for i, fold in enumerate(folds):
         w = None if weights is None else weights[i]
         per_fold.append(fold_metrics(result.label_type, result.targets(fold.test_ids), fold.test_probs,
-                                     cuts[i], w))
+                                     cuts[i], w, metrics))
     return {name: np.stack([values[name] for values in per_fold]) for name in per_fold[0]}
 
 
 def summarize(result: CrossValResult, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-              weights: list[np.ndarray] | None = None) -> Summary:
-    """Mean +- std over folds and the patient-level bootstrap CI of every metric, per label and macro."""
+              weights: list[np.ndarray] | None = None,
+              metrics: Sequence[MetricSpec] | None = None) -> Summary:
+    """Mean +- std over folds and the patient-level bootstrap CI of every metric (the built-in ones
+    unless ``metrics`` are given), per label and macro."""
     if not result.folds:
         raise ValueError("the result has no fold")
     cuts = thresholds(result)
-    point = fold_values(result, None, cuts)
+    point = fold_values(result, None, cuts, metrics)
     weights = bootstrap_weights(result, n_boot, seed) if weights is None else weights
-    draws = fold_values(result, weights, cuts)
+    draws = fold_values(result, weights, cuts, metrics)
     summary = Summary(result.aggregator, result.label_type, result.label_names, result.split_fingerprint,
                       n_boot, level, notes=_notes(result, point))
     labels = [*result.label_names, MACRO]
-    for name in metric_names(result.label_type):
+    for name in point:
         for j, label in enumerate(labels):
             values = point[name][:, 0, j]
             if np.isnan(values).all():
@@ -149,6 +154,8 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, 
 
 def _notes(result: CrossValResult, point: Mapping[str, np.ndarray]) -> list[str]:
     notes = []
+    if "auroc" not in point:
+        return notes
     auroc = point["auroc"][:, 0, :-1]
     for i, fold in enumerate(sorted(result.folds, key=lambda f: f.fold)):
         for j, label in enumerate(result.label_names):

@@ -26,8 +26,9 @@ from scipy.stats import norm, rankdata
 
 from clear_bench.evaluation.bootstrap import bootstrap_weights, fold_values, percentile_interval, thresholds
 from clear_bench.evaluation.crossval import CrossValResult, labels_digest
-from clear_bench.evaluation.metrics import MACRO, nanmean
+from clear_bench.evaluation.metrics import BUILTIN_METRICS, MACRO, nanmean
 from clear_bench.evaluation.splits import SplitMismatchError, require_same_splits
+from clear_bench.specs import MetricSpec
 
 
 @dataclass
@@ -132,8 +133,11 @@ def check_comparable(results: Mapping[str, CrossValResult]) -> None:
 
 
 def compare_rows(results: Mapping[str, CrossValResult], metric: str = "auroc", label: str = MACRO,
-                 n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[PairedComparison]:
-    """Every row against the best on ``metric``/``label``, on shared bootstrap resamples, Holm-corrected."""
+                 n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
+    """Every row against the best on ``metric``/``label``, on shared bootstrap resamples, Holm-corrected.
+
+    ``metric`` is the name of a built-in metric or of one of ``metrics``."""
     if len(results) < 2:
         return []
     check_comparable(results)
@@ -146,8 +150,9 @@ def compare_rows(results: Mapping[str, CrossValResult], metric: str = "auroc", l
     point, draws = {}, {}
     for row, result in results.items():
         cuts = thresholds(result)
-        point[row] = float(nanmean(fold_values(result, None, cuts)[metric][:, 0, column], axis=0))
-        draws[row] = nanmean(fold_values(result, weights, cuts)[metric][:, :, column], axis=0)
+        chosen = _only(metric, metrics)
+        point[row] = float(nanmean(fold_values(result, None, cuts, chosen)[metric][:, 0, column], axis=0))
+        draws[row] = nanmean(fold_values(result, weights, cuts, chosen)[metric][:, :, column], axis=0)
     best = max(point, key=lambda r: (not math.isnan(point[r]), point[r]))
     comparisons = []
     for row in results:
@@ -163,6 +168,14 @@ def compare_rows(results: Mapping[str, CrossValResult], metric: str = "auroc", l
     for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
         comparison.p_holm = adjusted
     return comparisons
+
+
+def _only(name: str, metrics: Sequence[MetricSpec] | None) -> list[MetricSpec]:
+    """The one metric spec that is compared (computing the others on every resample is wasted work)."""
+    for spec in (*(metrics or ()), *BUILTIN_METRICS):
+        if spec.name == name:
+            return [spec]
+    raise KeyError(f"unknown metric '{name}'")
 
 
 def _delong_tests(reference: CrossValResult, other: CrossValResult, label: str) -> list[DeLongTest]:

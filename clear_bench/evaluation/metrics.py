@@ -9,8 +9,9 @@ A metric that is undefined (a single class present) is ``nan``: it is skipped, n
   scikit-learn defines it), :func:`balanced_accuracy` at a given threshold, :func:`choose_threshold`
   (Youden's J on validation data), and for multi-class :func:`multiclass_f1_macro` and
   :func:`multiclass_balanced_accuracy` of the arg-max prediction.
-- :func:`fold_metrics` computes every metric of one fold: per label (per class, one-vs-rest, for
-  multi-class) and the macro mean over labels that are defined.
+- :data:`BUILTIN_METRICS` wraps them as :class:`~clear_bench.specs.MetricSpec` (registered through the
+  ``clear_bench_metrics`` hook); :func:`fold_metrics` computes every metric of one fold: per label (per
+  class, one-vs-rest, for multi-class) and the macro mean over labels that are defined.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-METRICS_BINARY = ("auroc", "auprc", "balanced_accuracy")
-METRICS_MULTICLASS = ("auroc", "auprc", "balanced_accuracy", "f1_macro")
+from clear_bench.specs import MetricSpec, per_label_metric
+
 MACRO = "macro"
-
-
-def metric_names(label_type: str) -> tuple[str, ...]:
-    """The metrics reported for a task of ``label_type``."""
-    return METRICS_MULTICLASS if label_type == "multiclass" else METRICS_BINARY
 
 
 def _prepare(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None, descending: bool):
@@ -156,40 +152,63 @@ def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
+def _balanced_accuracy_compute(label_type: str, y: np.ndarray, probs: np.ndarray,
+                               thresholds: Sequence[float], weights: np.ndarray | None) -> np.ndarray:
+    """Per label at its validation-chosen threshold; multi-class: the arg-max class, macro only."""
+    probs = np.asarray(probs, dtype=np.float64)
+    n_boot = 1 if weights is None else np.atleast_2d(weights).shape[0]
+    if label_type == "multiclass":
+        overall = np.broadcast_to(multiclass_balanced_accuracy(y, probs, weights), (n_boot,))
+        return np.concatenate([np.full((n_boot, probs.shape[1]), np.nan), overall[:, None]], axis=1)
+    y = np.asarray(y).reshape(len(probs), -1).astype(bool)
+    per = np.stack([np.broadcast_to(balanced_accuracy(y[:, j], probs[:, j], thresholds[j], weights),
+                                    (n_boot,)) for j in range(probs.shape[1])], axis=1)
+    return np.concatenate([per, nanmean(per, axis=1)[:, None]], axis=1)
+
+
+def _f1_macro_compute(label_type: str, y: np.ndarray, probs: np.ndarray, thresholds: Sequence[float],
+                      weights: np.ndarray | None) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    n_boot = 1 if weights is None else np.atleast_2d(weights).shape[0]
+    overall = np.broadcast_to(multiclass_f1_macro(y, probs, weights), (n_boot,))
+    return np.concatenate([np.full((n_boot, probs.shape[1]), np.nan), overall[:, None]], axis=1)
+
+
+BUILTIN_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("auroc", per_label_metric(auroc), title="AUROC",
+               description="area under the ROC curve per label (one-vs-rest per class), macro mean"),
+    MetricSpec("auprc", per_label_metric(auprc), title="AUPRC",
+               description="average precision per label (one-vs-rest per class), macro mean"),
+    MetricSpec("balanced_accuracy", _balanced_accuracy_compute, title="balanced acc.",
+               description="mean of sensitivity and specificity at the validation-chosen threshold "
+                           "(multi-class: mean recall of the arg-max class)"),
+    MetricSpec("f1_macro", _f1_macro_compute, label_types=("multiclass",), title="f1_macro",
+               description="macro F1 of the arg-max class"),
+)
+"""The core's metrics, registered through the ``clear_bench_metrics`` hook like any plugin's."""
+
+
 def fold_metrics(label_type: str, y: np.ndarray, probs: np.ndarray, thresholds: Sequence[float],
-                 weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 weights: np.ndarray | None = None,
+                 metrics: Sequence[MetricSpec] | None = None) -> dict[str, np.ndarray]:
     """Every metric of one fold's test set, per label and macro.
 
     ``y`` is ``[n, L]`` 0/1 (binary, multi-label) or ``[n]`` class indices (multi-class); ``probs`` is
     ``[n, L]`` (sigmoid) or ``[n, C]`` (softmax); ``thresholds`` has one validation-chosen threshold per
-    label (ignored for multi-class). Returns ``{metric: array [B, L + 1]}`` where the last column is the
-    macro mean over the labels that are defined (``B = 1`` without weights).
+    label (ignored for multi-class). ``metrics`` default to the built-in ones; those that do not apply to
+    ``label_type`` are skipped. Returns ``{metric: array [B, L + 1]}`` where the last column is the macro
+    value (``B = 1`` without weights).
     """
     probs = np.asarray(probs, dtype=np.float64)
     w = np.ones((1, probs.shape[0])) if weights is None else np.atleast_2d(weights)
-    n_boot, n_labels = w.shape[0], probs.shape[1]
+    chosen = BUILTIN_METRICS if metrics is None else metrics
     out: dict[str, np.ndarray] = {}
-    if label_type == "multiclass":
-        y = np.asarray(y).reshape(-1).astype(np.int64)
-        for name, fn in (("auroc", auroc), ("auprc", auprc)):
-            per = np.stack([np.broadcast_to(fn(y == c, probs[:, c], w), (n_boot,))
-                            for c in range(n_labels)], axis=1)
-            out[name] = np.concatenate([per, nanmean(per, axis=1)[:, None]], axis=1)
-        per_class_nan = np.full((n_boot, n_labels), np.nan)
-        argmax_metrics = (("balanced_accuracy", multiclass_balanced_accuracy),
-                          ("f1_macro", multiclass_f1_macro))
-        for name, fn in argmax_metrics:
-            overall = np.broadcast_to(fn(y, probs, w), (n_boot,))
-            out[name] = np.concatenate([per_class_nan, overall[:, None]], axis=1)
-        return out
-    y = np.asarray(y).reshape(len(probs), -1).astype(bool)
-    per_metric = {
-        "auroc": [auroc(y[:, j], probs[:, j], w) for j in range(n_labels)],
-        "auprc": [auprc(y[:, j], probs[:, j], w) for j in range(n_labels)],
-        "balanced_accuracy": [balanced_accuracy(y[:, j], probs[:, j], thresholds[j], w)
-                              for j in range(n_labels)],
-    }
-    for name, columns in per_metric.items():
-        per = np.stack([np.broadcast_to(c, (n_boot,)) for c in columns], axis=1)
-        out[name] = np.concatenate([per, nanmean(per, axis=1)[:, None]], axis=1)
+    for metric in chosen:
+        if label_type not in metric.label_types:
+            continue
+        values = np.asarray(metric.compute(label_type, y, probs, thresholds, w), dtype=np.float64)
+        expected = (w.shape[0], probs.shape[1] + 1)
+        if values.shape != expected:
+            raise ValueError(f"metric '{metric.name}' returned shape {values.shape}, expected {expected}")
+        out[metric.name] = values
     return out

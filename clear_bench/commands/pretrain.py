@@ -1,11 +1,19 @@
-"""``clear-bench pretrain NAME``: train an encoder with a registered pretrainer (works under torchrun)."""
+"""``clear-bench pretrain NAME``: train an encoder with a registered pretrainer (works under torchrun).
+
+Every pretrainer gets ``--config FILE``, ``--output-dir DIR`` and ``--resume [STATE]``; its declared
+options become further flags (``--epochs 3``), checked by the one option schema and passed to its ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from clear_bench import commands
 from clear_bench.registry import load_registry
+from clear_bench.schema import add_flags, given_flags
+
+_CORE_FLAGS = ("config", "output_dir", "resume")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,15 +24,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pretrainers = parser.add_subparsers(dest="pretrainer", metavar="NAME", required=True)
     registry = load_registry(commands.early_plugin_paths)
     for name, entry in sorted(registry.pretrainers.items()):
-        sub = pretrainers.add_parser(name, help=entry.spec.description, description=entry.spec.description)
-        entry.spec.add_arguments(sub)
-        sub.set_defaults(pretrainer_run=entry.spec.run)
+        spec = entry.spec
+        sub = pretrainers.add_parser(name, help=spec.description, description=spec.description)
+        sub.add_argument("--config", type=Path, metavar="FILE", required=spec.config_required,
+                         help="the pretraining recipe (YAML)")
+        sub.add_argument("--output-dir", type=Path, metavar="DIR",
+                         help="run folder (default: the recipe's)")
+        sub.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
+                         help="continue from a training-state checkpoint (default: the newest in the "
+                              "output folder)")
+        add_flags(sub, spec.options, exclude=_CORE_FLAGS)
+        sub.set_defaults(pretrainer_spec=spec)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = args.pretrainer_run(args)
+    spec = args.pretrainer_spec
+    declared = {k: v for k, v in spec.options.items() if k not in _CORE_FLAGS}
+    resume = Path(args.resume) if isinstance(args.resume, str) else bool(args.resume)
+    checkpoint = spec.run(args.config, args.output_dir, resume=resume, options=given_flags(args, declared))
     if checkpoint is not None:
         print(f"encoder checkpoint: {checkpoint}")
     return 0
-

@@ -7,20 +7,26 @@ the YAML are relative to the YAML file's folder, so a config means the same from
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from clear_bench.errors import ConfigError, UserError
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.registry import Registry, load_registry
-from clear_bench.specs import Option, Options
+from clear_bench.schema import (
+    INVALID,
+    Option,
+    Options,
+    Problems,
+    check_mapping,
+    check_value,
+    describe,
+    read_yaml,
+    suggest,
+)
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,11 @@ class ComponentRef:
 
 @dataclass(frozen=True)
 class PretrainRef:
-    """An encoder that ``run`` first trains: pretrainer name, its config file and extra flags."""
+    """An encoder that ``run`` first trains: pretrainer name, its recipe file and its declared options."""
 
     name: str
     config: Path
-    args: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 # The defaults of these sections live in the schema below (``_SECTIONS``), once.
@@ -74,6 +80,12 @@ class CrossValConfig:
     max_instances: int
     bootstrap: int
     shuffle_controls: int
+    threads: int
+
+    def train_config(self, device: str = "cpu") -> TrainConfig:
+        """The heads' training settings: every :class:`TrainConfig` field this section sets."""
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
+        return TrainConfig(**shared, device=device)
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "max_instances": Option(int, _TRAIN.max_instances, "instances sampled per training bag"),
         "bootstrap": Option(int, 1000, "patient-level bootstrap resamples"),
         "shuffle_controls": Option(int, 0, "label-shuffle control runs"),
+        "threads": Option(int, 1, "torch CPU threads while heads train (small heads run fastest on 1)"),
     },
 }
 
@@ -159,68 +172,15 @@ _ENCODER_KEYS: dict[str, Option] = {
 }
 _PRETRAIN_KEYS: dict[str, Option] = {
     "name": Option(str, None, "registered pretrainer", required=True),
-    "config": Option(Path, None, "the pretrainer's config file", required=True),
-    "args": Option(list, [], "extra command-line flags for the pretrainer"),
+    "config": Option(Path, None, "the pretrainer's recipe file", required=True),
+    "options": Option(dict, {}, "the pretrainer's own options (as its command-line flags)"),
 }
+
+SECTIONS = _SECTIONS
+"""The benchmark YAML's sections and their declared options (the subcommands' flags come from these)."""
 
 
 # --- loading -------------------------------------------------------------------------------------------
-
-
-class _Problems:
-    """Collects one line per problem, each located in the YAML file."""
-
-    def __init__(self, path: Path, lines: Mapping[str, int]) -> None:
-        self.path = path
-        self.lines = lines
-        self.items: list[str] = []
-
-    def add(self, key_path: str, message: str) -> None:
-        line = self._line_of(key_path)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        self.items.append(f"{where}: {key_path or '<top>'}: {message}")
-
-    def _line_of(self, key_path: str) -> int | None:
-        """The line of ``key_path``, or of its nearest parent that exists in the file."""
-        while key_path not in self.lines:
-            parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key_path)
-            if parent == key_path:
-                return None
-            key_path = parent
-        return self.lines[key_path]
-
-
-def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
-    """Safely parse a YAML file; returns the data and a map from key path to 1-based line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    lines: dict[str, int] = {}
-    if node is not None:
-        _index_lines(node, "", lines)
-    return data, lines
-
-
-def _index_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
-    lines.setdefault(prefix, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            lines[key] = key_node.start_mark.line + 1
-            _index_lines(value_node, key, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, f"{prefix}[{index}]", lines)
 
 
 def load_benchmark(path: str | Path, registry: Registry | None = None) -> BenchmarkConfig:
@@ -230,20 +190,20 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
     """
     path = Path(path)
     data, lines = read_yaml(path)
-    problems = _Problems(path, lines)
+    problems = Problems(path, lines)
     if not isinstance(data, dict):
-        problems.add("", f"expected a mapping of settings, got {_describe(data)}")
+        problems.add("", f"expected a mapping of settings, got {describe(data)}")
         raise ConfigError(problems.items[0], lines=problems.items)
 
-    top = _check_mapping(data, _TOP, "", problems)
-    sections = {name: _check_mapping(top.get(name) or {}, schema, name, problems)
+    top = check_mapping(data, _TOP, "", problems)
+    sections = {name: check_mapping(top.get(name) or {}, schema, name, problems)
                 for name, schema in _SECTIONS.items() if isinstance(top.get(name, {}), dict)}
     base = path.parent
     plugin_paths: list[Path] = []
     for index, entry in enumerate(top.get("plugins") or []):
         key = f"plugins[{index}]"
         if not isinstance(entry, str):
-            problems.add(key, f"expected a path (str), got {_describe(entry)}")
+            problems.add(key, f"expected a path (str), got {describe(entry)}")
             continue
         candidate = (base / entry).resolve()
         if not candidate.exists():
@@ -326,61 +286,20 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return (base / value).expanduser().resolve() if value else None
 
 
-def _check_mapping(
-    data: Mapping[str, Any], schema: Options, prefix: str, problems: _Problems
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        key_path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in schema:
-            problems.add(key_path, f"unknown key{_suggest(str(key), schema)}; expected one of: "
-                                   f"{', '.join(schema)}")
-            continue
-        if _check_value(value, schema[key], key_path, problems):
-            values[key] = value
-    for key, option in schema.items():
-        if key not in data:
-            if option.required:
-                problems.add(f"{prefix}.{key}" if prefix else key, f"required key is missing ({option.help})")
-            else:
-                values[key] = option.default
-    return values
-
-
-def _check_value(value: Any, option: Option, key_path: str, problems: _Problems) -> bool:
-    types = option.type if isinstance(option.type, tuple) else (option.type,)
-    if option.type is Path:
-        types = (str,)
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        problems.add(key_path, f"expected {option.type_name()}, got {_describe(value)}")
-        return False
-    if option.choices is not None and value not in option.choices:
-        choices = ", ".join(str(c) for c in option.choices)
-        problems.add(key_path, f"expected one of {choices}, got {value!r}")
-        return False
-    return True
-
-
-def _check_pretrain(entry: Any, key: str, base: Path, problems: _Problems) -> PretrainRef | None:
+def _check_pretrain(entry: Any, key: str, base: Path, problems: Problems) -> PretrainRef | None:
     if entry is None:
         return None
-    fields = _check_mapping(entry, _PRETRAIN_KEYS, key, problems)
+    fields = check_mapping(entry, _PRETRAIN_KEYS, key, problems)
     if "name" not in fields or "config" not in fields:
         return None
     config = (base / str(fields["config"])).resolve()
     if not config.is_file():
         problems.add(f"{key}.config", f"file not found: {config}")
-    if not all(isinstance(arg, str) for arg in fields.get("args") or []):
-        problems.add(f"{key}.args", "expected a list of strings (command-line flags)")
-        return None
-    return PretrainRef(fields["name"], config, tuple(fields.get("args") or []))
+    return PretrainRef(fields["name"], config, dict(fields.get("options") or {}))
 
 
 def _check_components(entries: Any, kind: str, base: Path,
-                      problems: _Problems) -> list[tuple[int, ComponentRef]]:
+                      problems: Problems) -> list[tuple[int, ComponentRef]]:
     refs: list[tuple[int, ComponentRef]] = []
     if not isinstance(entries, list):
         return refs  # the type problem was reported by the top-level check
@@ -392,11 +311,11 @@ def _check_components(entries: Any, kind: str, base: Path,
         if isinstance(entry, str):
             entry = {"name": entry}
         if not isinstance(entry, dict):
-            problems.add(key, f"expected a mapping with 'name' (or a plain name), got {_describe(entry)}")
+            problems.add(key, f"expected a mapping with 'name' (or a plain name), got {describe(entry)}")
             continue
         before = len(problems.items)
         schema = _ENCODER_KEYS if kind == "encoders" else _COMPONENT_KEYS
-        fields = _check_mapping(entry, schema, key, problems)
+        fields = check_mapping(entry, schema, key, problems)
         pretrain = _check_pretrain(fields.get("pretrain"), f"{key}.pretrain", base, problems)
         if len(problems.items) > before or "name" not in fields:
             continue
@@ -412,16 +331,22 @@ def _check_components(entries: Any, kind: str, base: Path,
 
 
 def _check_against_registry(ref: ComponentRef, kind: str, index: int, registry: Registry, base: Path,
-                            problems: _Problems) -> None:
+                            problems: Problems) -> None:
     key = f"{kind}[{index}]"
     if ref.pretrain is not None and ref.pretrain.name not in registry.pretrainers:
         known = ", ".join(sorted(registry.pretrainers)) or "none installed"
         problems.add(f"{key}.pretrain.name", f"unknown pretrainer '{ref.pretrain.name}' (known: {known})")
+    elif ref.pretrain is not None:
+        declared = registry.pretrainer(ref.pretrain.name).options
+        checked = check_mapping(ref.pretrain.options, declared, f"{key}.pretrain.options", problems,
+                                base=base, defaults=False)
+        ref.pretrain.options.clear()
+        ref.pretrain.options.update(checked)
     _check_component(ref.name, ref.options, kind, f"{key}.name", f"{key}.options", registry, base, problems)
 
 
 def _check_component(name: str, options: dict[str, Any], kind: str, name_path: str, options_path: str,
-                     registry: Registry, base: Path, problems: _Problems) -> None:
+                     registry: Registry, base: Path, problems: Problems) -> None:
     """Check a component name and its options (in place: paths become absolute), recursing into options
     that name another component."""
     table = registry.of_kind(kind)
@@ -429,7 +354,7 @@ def _check_component(name: str, options: dict[str, Any], kind: str, name_path: s
         known = ", ".join(sorted(table)) or "none installed"
         failed = [f.plugin for f in registry.failures]
         hint = f"; plugins that failed to load: {', '.join(failed)}" if failed else ""
-        problems.add(name_path, f"unknown {kind[:-1]} '{name}'{_suggest(name, table)} (known: {known}){hint}")
+        problems.add(name_path, f"unknown {kind[:-1]} '{name}'{suggest(name, table)} (known: {known}){hint}")
         return
     declared: Options = table[name].spec.options
     for option_key, value in list(options.items()):
@@ -437,17 +362,14 @@ def _check_component(name: str, options: dict[str, Any], kind: str, name_path: s
         if option_key not in declared:
             expected = ", ".join(declared) or "no options"
             problems.add(option_path, f"unknown option for {kind[:-1]} '{name}'"
-                                      f"{_suggest(option_key, declared)}; expected: {expected}")
+                                      f"{suggest(option_key, declared)}; expected: {expected}")
             continue
         option = declared[option_key]
-        if not _check_value(value, option, option_path, problems):
+        checked = check_value(value, option, option_path, problems, base)
+        if checked is INVALID:
             continue
-        if option.type is Path and value is not None:
-            resolved = (base / str(value)).expanduser().resolve()
-            if option.must_exist and not resolved.exists():
-                problems.add(option_path, f"file not found: {resolved}")
-            else:
-                options[option_key] = str(resolved)
+        if option.type is Path:
+            options[option_key] = checked
         elif option.component and isinstance(value, str):
             _check_component(value, {}, option.component, option_path, option_path, registry, base, problems)
         elif option.component and isinstance(value, dict):
@@ -463,7 +385,7 @@ def _check_component(name: str, options: dict[str, Any], kind: str, name_path: s
             problems.add(f"{options_path}.{option_key}", f"required option is missing ({option.help})")
 
 
-def _check_windows(windows: Sequence[Any], problems: _Problems) -> None:
+def _check_windows(windows: Sequence[Any], problems: Problems) -> None:
     from clear_bench.data.windowing import PRESETS, parse_window
 
     for index, window in enumerate(windows):
@@ -473,15 +395,3 @@ def _check_windows(windows: Sequence[Any], problems: _Problems) -> None:
             problems.add(f"preprocessing.windows[{index}]",
                          f"unknown window {window!r}; expected one of {', '.join(PRESETS)}, "
                          "'W<width>L<level>' such as W350L50, or {width: ..., level: ...}")
-
-
-def _suggest(word: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"

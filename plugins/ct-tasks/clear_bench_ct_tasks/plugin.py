@@ -1,4 +1,7 @@
-"""Hooks of the CT tasks plugin: dataset sources and clinical tasks."""
+"""Hooks of the CT tasks plugin: dataset sources and clinical tasks.
+
+Each hook imports its module when called, so loading the plugin stays cheap.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from clear_bench.specs import SourceSpec, TaskSpec
 
 @hookimpl
 def clear_bench_sources() -> list[SourceSpec]:
-    from clear_bench_ct_tasks.sources import SOURCE_SPECS
+    from clear_bench_ct_tasks.sources import source_specs
 
-    return list(SOURCE_SPECS.values())
+    return source_specs()
 
 
 @hookimpl
@@ -18,3 +21,4 @@ def clear_bench_tasks() -> list[TaskSpec]:
     from clear_bench_ct_tasks.tasks import TASK_SPECS
 
     return list(TASK_SPECS)
+

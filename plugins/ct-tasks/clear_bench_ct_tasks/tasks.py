@@ -1,8 +1,9 @@
 """The clinical tasks: lesion location, lung disease, staging, and any endpoint of a clinical CSV.
 
-Every task takes ``source`` (a name or ``{name: ..., options...}``; the synthetic cohort by default). Labels
-come from the source itself when it knows them (the synthetic cohort, DeepLesion's lesion types), or from a
-``labels_csv`` joined to the source's scan ids.
+Every task takes ``source`` (a name or ``{name: ..., options...}``; the synthetic cohort by default), which
+the core builds from its registry: ``load(options)`` receives the built :class:`ScanSource`. Labels come
+from the source itself when it carries them (a :class:`LabelledSource`: the synthetic cohort, DeepLesion's
+lesion types), or from a ``labels_csv`` joined to the source's scan ids.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 
 from clear_bench.data.annotations import LESION_TYPES
 from clear_bench.errors import ConfigError, DataError
-from clear_bench.specs import Option, ScanSource, TaskData, TaskSpec, resolve_options
+from clear_bench.schema import describe
+from clear_bench.specs import LabelledSource, Option, ScanSource, TaskData, TaskSpec, resolve_options
 from clear_bench_ct_tasks import csvlabels
-from clear_bench_ct_tasks.sources import resolve_source, split_source_option
 from clear_bench_ct_tasks.synthetic.plan import LUNG_DISEASES
 
 CT_RATE_COLUMNS: dict[str, str] = {
@@ -31,21 +32,34 @@ _ID = Option(str, "image", "CSV column holding the scan id (file name without ex
 _MISSING = Option(str, "error", "a CSV id without a scan: error or skip", choices=("error", "skip"))
 
 
+def _source(values: Mapping[str, Any], task: str) -> ScanSource:
+    """The built source of a task's options (the core builds ``source`` before ``load`` is called)."""
+    source = values.get("source")
+    if source is None:
+        raise ConfigError(f"task '{task}': option 'source' is required "
+                          "(e.g. {name: folder, root: /data/ct})")
+    if not isinstance(source, ScanSource):
+        raise ConfigError(f"task '{task}': option 'source' is {describe(source)}, not a built scan source; "
+                          "load the task through clear_bench.components.load_task")
+    return source
+
+
 def _source_labels(source: ScanSource, task: str) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    provider = getattr(source, "task_labels", None)
-    if not callable(provider):
+    if not isinstance(source, LabelledSource):
         return None
-    return provider(task)
+    try:
+        return source.task_labels(task)
+    except KeyError:  # a labelled source without labels for this task
+        return None
 
 
-def _no_labels(task: str, options: Mapping[str, Any], hint: str) -> ConfigError:
-    name, _ = split_source_option(options.get("source"))
-    return ConfigError(f"task '{task}': source '{name}' carries no {hint} labels; give labels_csv")
+def _no_labels(task: str, source: ScanSource, hint: str) -> ConfigError:
+    return ConfigError(f"task '{task}': source '{source.name}' carries no {hint} labels; give labels_csv")
 
 
 def _load_lesion_location(options: Mapping[str, Any]) -> TaskData:
     values = resolve_options(LESION_LOCATION_OPTIONS, options)
-    source = resolve_source(values["source"])
+    source = _source(values, "lesion-location")
     if values["labels_csv"]:
         columns = list(values["label_columns"] or LESION_TYPES)
         labels = csvlabels.binary_labels(values["labels_csv"], values["id_column"], columns,
@@ -53,13 +67,13 @@ def _load_lesion_location(options: Mapping[str, Any]) -> TaskData:
         return TaskData(columns, labels, source)
     found = _source_labels(source, "lesion-location")
     if found is None:
-        raise _no_labels("lesion-location", values, "lesion-type")
+        raise _no_labels("lesion-location", source, "lesion-type")
     return TaskData(found[0], found[1], source)
 
 
 def _load_lung_disease(options: Mapping[str, Any]) -> TaskData:
     values = resolve_options(LUNG_DISEASE_OPTIONS, options)
-    source = resolve_source(values["source"])
+    source = _source(values, "lung-disease")
     if values["labels_csv"]:
         path = Path(values["labels_csv"])
         header, _ = csvlabels.read_csv(path)
@@ -72,13 +86,13 @@ def _load_lung_disease(options: Mapping[str, Any]) -> TaskData:
         return TaskData(list(columns), labels, source)
     found = _source_labels(source, "lung-disease")
     if found is None:
-        raise _no_labels("lung-disease", values, "lung-disease")
+        raise _no_labels("lung-disease", source, "lung-disease")
     return TaskData(found[0], found[1], source)
 
 
 def _load_staging(options: Mapping[str, Any]) -> TaskData:
     values = resolve_options(STAGING_OPTIONS, options)
-    source = resolve_source(values["source"])
+    source = _source(values, "staging")
     if values["labels_csv"]:
         names, labels = csvlabels.class_labels(values["labels_csv"], values["id_column"],
                                                values["stage_column"], source.scan_ids(),
@@ -86,20 +100,13 @@ def _load_staging(options: Mapping[str, Any]) -> TaskData:
         return TaskData(names, labels, source)
     found = _source_labels(source, "staging")
     if found is None:
-        raise _no_labels("staging", values, "stage")
+        raise _no_labels("staging", source, "stage")
     return TaskData(found[0], found[1], source)
-
-
-def _csv_source(values: Mapping[str, Any], task: str) -> ScanSource:
-    if values.get("source") is None:
-        raise ConfigError(f"task '{task}': option 'source' is required "
-                          "(e.g. {name: folder, root: /data/ct})")
-    return resolve_source(values["source"])
 
 
 def _load_csv(options: Mapping[str, Any]) -> TaskData:
     values = resolve_options(CSV_OPTIONS, options)
-    source = _csv_source(values, "csv")
+    source = _source(values, "csv")
     path = Path(values["csv"])
     header, _ = csvlabels.read_csv(path)
     columns = values["label_columns"] or [c for c in header if c not in (values["id_column"], "patient_id")]
@@ -111,7 +118,7 @@ def _load_csv(options: Mapping[str, Any]) -> TaskData:
 
 def _load_csv_multiclass(options: Mapping[str, Any]) -> TaskData:
     values = resolve_options(CSV_MULTICLASS_OPTIONS, options)
-    source = _csv_source(values, "csv-multiclass")
+    source = _source(values, "csv-multiclass")
     names, labels = csvlabels.class_labels(values["csv"], values["id_column"], values["label_column"],
                                            source.scan_ids(), classes=values["classes"],
                                            missing=values["missing"])

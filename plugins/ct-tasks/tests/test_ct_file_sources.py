@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clear_bench.components import load_task
 from clear_bench.data.readers import load_all
 from clear_bench.errors import ConfigError, DataError
 from clear_bench.registry import load_registry
@@ -64,7 +65,7 @@ def test_folder_source_errors(registry, tmp_path):
     with pytest.raises(DataError, match="folder not found"):
         registry.source("folder").build({"root": str(tmp_path / "nope")})
     with pytest.raises(ConfigError, match="root"):
-        registry.task("csv").load({"source": {"name": "folder"}, "csv": "x.csv"})
+        load_task(registry, registry.task("csv"), {"source": {"name": "folder"}, "csv": "x.csv"})
 
 
 def test_csv_tasks_join_labels_to_scans(registry, ct_folder):
@@ -72,22 +73,22 @@ def test_csv_tasks_join_labels_to_scans(registry, ct_folder):
     table = ct_folder.parent / "clinical.csv"
     table.write_text("image,patient_id,response,toxicity\npat_a.nii.gz,1,1,0\npat_b,2,0,1\npat_c,3,yes,no\n"
                      "pat_d,4,,1\n")
-    data = registry.task("csv").load({"source": source, "csv": str(table)})
+    data = load_task(registry, registry.task("csv"), {"source": source, "csv": str(table)})
     assert data.label_names == ["response", "toxicity"]
     got = {k: v.tolist() for k, v in data.labels.items()}
     assert got == {"pat_a": [1, 0], "pat_b": [0, 1], "pat_c": [1, 0]}
     table.write_text("image,stage\npat_a,Stage IIIA\npat_b,1\npat_c,IV\npat_d,II\n")
-    staging = registry.task("staging").load({"source": source, "labels_csv": str(table)})
+    staging = load_task(registry, registry.task("staging"), {"source": source, "labels_csv": str(table)})
     stages = {k: int(v[0]) for k, v in staging.labels.items()}
     assert stages == {"pat_a": 2, "pat_b": 0, "pat_c": 3, "pat_d": 1}
-    multi = registry.task("csv-multiclass").load({"source": source, "csv": str(table),
+    multi = load_task(registry, registry.task("csv-multiclass"), {"source": source, "csv": str(table),
                                                   "label_column": "stage",
                                                   "classes": ["1", "II", "IV", "Stage IIIA"]})
     assert multi.label_names == ["1", "II", "IV", "Stage IIIA"] and int(multi.labels["pat_a"][0]) == 3
     ct_rate = ct_folder.parent / "ct_rate.csv"
     ct_rate.write_text("VolumeName,Emphysema,Lung nodule,Consolidation,Pleural effusion,Cardiomegaly\n"
                        "pat_a.nii.gz,1,0,0,1,1\npat_c.nii.gz,0,1,1,0,0\n")
-    lung = registry.task("lung-disease").load({"source": source, "labels_csv": str(ct_rate)})
+    lung = load_task(registry, registry.task("lung-disease"), {"source": source, "labels_csv": str(ct_rate)})
     assert lung.label_names == ["Emphysema", "Lung nodule", "Consolidation", "Pleural effusion"]
     assert lung.labels["pat_a"].tolist() == [1, 0, 0, 1]
 
@@ -97,14 +98,14 @@ def test_csv_with_an_unknown_patient_names_the_file(registry, ct_folder):
     table = ct_folder.parent / "labels.csv"
     table.write_text("image,label\npat_a,1\nghost_patient,0\npat_b,0\n")
     with pytest.raises(DataError, match=r"labels\.csv: 1 patient\(s\) .* ghost_patient"):
-        registry.task("csv").load({"source": source, "csv": str(table)})
-    data = registry.task("csv").load({"source": source, "csv": str(table), "missing": "skip"})
+        load_task(registry, registry.task("csv"), {"source": source, "csv": str(table)})
+    data = load_task(registry, registry.task("csv"), {"source": source, "csv": str(table), "missing": "skip"})
     assert sorted(data.labels) == ["pat_a", "pat_b"]
     table.write_text("image,label\npat_a,maybe\n")
     with pytest.raises(DataError, match="line 2: column 'label'"):
-        registry.task("csv").load({"source": source, "csv": str(table)})
+        load_task(registry, registry.task("csv"), {"source": source, "csv": str(table)})
     with pytest.raises(DataError, match="not found"):
-        registry.task("csv").load({"source": source, "csv": str(table.with_name("none.csv"))})
+        load_task(registry, registry.task("csv"), {"source": source, "csv": str(table.with_name("none.csv"))})
 
 
 def test_seed_png_source(registry, tmp_path):
@@ -156,5 +157,9 @@ def test_deeplesion_source(registry, tmp_path):
     assert scan.volume[:, 7, 7].tolist() == [108, 109, 110] and scan.volume[0, 0, 0] == -1000
     assert scan.spacing == (5.0, 0.7, 0.7)
     assert [(b.slice_index, b.label) for b in scan.lesions] == [(1, "liver"), (2, "bone")]
-    task = registry.task("lesion-location").load({"source": {"name": "deeplesion", "root": str(root)}})
+    deeplesion = {"name": "deeplesion", "root": str(root)}
+    task = load_task(registry, registry.task("lesion-location"), {"source": deeplesion})
     assert task.labels["000001_01_01"].tolist() == [1, 0, 0, 1, 0, 0, 0, 0]
+    no_labels = "task 'lung-disease': source 'deeplesion' carries no lung-disease labels; give labels_csv"
+    with pytest.raises(ConfigError, match=no_labels):
+        load_task(registry, registry.task("lung-disease"), {"source": deeplesion})

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from clear_bench.commands import data
+from clear_bench.components import load_task
 from clear_bench.registry import load_registry
 
 
@@ -28,10 +29,11 @@ def test_export_roundtrip_and_show(tmp_path, capsys):
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"syn0-{i:05d}.nii.gz" for i in range(4)]
 
     registry = load_registry([Path(clear_bench_ct_tasks.plugin.__file__)], installed=False)
-    synthetic = registry.task("lesion-location").load(
-        {"source": {"name": "synthetic", "patients": 4, "slices": 8, "matrix": 48, "cache": False}})
-    exported = registry.task("csv").load({"source": {"name": "folder", "root": str(out)},
-                                          "csv": str(out / "lesion-location.csv")})
+    synthetic = load_task(registry, registry.task("lesion-location"),
+                          {"source": {"name": "synthetic", "patients": 4, "slices": 8, "matrix": 48,
+                                      "cache": False}})
+    exported = load_task(registry, registry.task("csv"), {"source": {"name": "folder", "root": str(out)},
+                                                          "csv": str(out / "lesion-location.csv")})
     assert exported.label_names == synthetic.label_names
     for scan_id, labels in synthetic.labels.items():
         np.testing.assert_array_equal(exported.labels[scan_id], labels)
@@ -39,8 +41,8 @@ def test_export_roundtrip_and_show(tmp_path, capsys):
         reread = exported.source.load(scan_id)
         np.testing.assert_array_equal(reread.volume, original.volume)
         np.testing.assert_allclose(reread.spacing, original.spacing, rtol=1e-6)
-    staging = registry.task("staging").load({"source": {"name": "folder", "root": str(out)},
-                                             "labels_csv": str(out / "staging.csv")})
+    staging = load_task(registry, registry.task("staging"), {"source": {"name": "folder", "root": str(out)},
+                                                             "labels_csv": str(out / "staging.csv")})
     assert len(staging.labels) == 4
 
     png = tmp_path / "show.png"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -30,12 +31,47 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         module = importlib.import_module(f"clear_bench.commands.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(handler=module.run)
+    _add_plugin_commands(subparsers)
     return parser
+
+
+def _add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Top-level commands from plugins (``clear_bench_commands`` hook with no ``parent``)."""
+
+    for name, entry in sorted(commands.early_registry().commands.items()):
+        spec = entry.spec
+        if spec.parent is not None or name in COMMANDS:
+            continue
+        sub = subparsers.add_parser(name, help=spec.help, description=spec.help)
+        spec.add_arguments(sub)
+        sub.set_defaults(handler=spec.run)
+
+
+class _StdoutHandler(logging.Handler):
+    """Progress messages on the current ``sys.stdout`` (looked up per message, so redirection works)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr if record.levelno >= logging.WARNING else sys.stdout)
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging() -> None:
+    """The command line shows the library's INFO messages as plain lines."""
+    logger = logging.getLogger("clear_bench")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging()
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)

@@ -46,6 +46,10 @@ class TaskBoard:
     comparisons: list[PairedComparison] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     """Scans left out of this task (failed for some encoder), as 'id: reason'."""
+    metric: str = "auroc"
+    """The primary metric: it ranks the rows and is the one the comparisons test."""
+    extra_metrics: list[tuple[str, str]] = field(default_factory=list)
+    """(name, title) of registered metrics beyond the fixed columns: each gets a column of its own."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -77,16 +81,19 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def ranked(rows: Sequence[Row]) -> list[Row]:
-    """Rows by mean macro AUROC, best first (undefined values last)."""
-    return sorted(rows, key=lambda r: (math.isnan(_value(r.summary, "auroc")), -_value(r.summary, "auroc")))
+def ranked(rows: Sequence[Row], metric: str = "auroc") -> list[Row]:
+    """Rows by the mean macro ``metric``, best first (undefined values last)."""
+    return sorted(rows, key=lambda r: (math.isnan(_value(r.summary, metric)), -_value(r.summary, metric)))
 
 
 def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
     """The markdown of one task's leaderboard."""
     fingerprint = board.split_fingerprint()
-    rows = ranked(board.rows)
+    rows = ranked(board.rows, board.metric)
     comparisons = {c.row: c for c in board.comparisons}
+    extra_titles = "".join(f" {title} |" for _, title in board.extra_metrics)
+    extra_rule = "---|" * len(board.extra_metrics)
+    compared = "AUROC" if board.metric == "auroc" else board.metric
     level = rows[0].summary.level if rows else 0.95
     n_boot = rows[0].summary.n_boot if rows else 0
     secondary = "f1_macro" if board.label_type == "multiclass" else "auprc"
@@ -102,9 +109,9 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         "Δ is the best row minus this row on the same resamples; p is the paired bootstrap p-value, "
         "Holm-corrected across rows.",
         "",
-        f"| rank | encoder | aggregator | macro AUROC | {secondary} | balanced acc. | Δ AUROC | p (Holm) "
-        "| shuffled-label AUROC |",
-        "|---:|---|---|---|---|---|---|---|---|",
+        f"| rank | encoder | aggregator | macro AUROC | {secondary} | balanced acc. |{extra_titles} "
+        f"Δ {compared} | p (Holm) | shuffled-label AUROC |",
+        f"|---:|---|---|---|---|---|{extra_rule}---|---|---|",
     ]
     for rank, row in enumerate(rows, start=1):
         comparison = comparisons.get(row.name)
@@ -114,7 +121,9 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         lines.append(
             f"| {rank} | {row.encoder} | {row.aggregator} | {_cell(row.summary, 'auroc')} | "
             f"{_cell(row.summary, secondary, ci=False)} | "
-            f"{_cell(row.summary, 'balanced_accuracy', ci=False)} | {delta} | {p_holm} | {shuffled} |"
+            f"{_cell(row.summary, 'balanced_accuracy', ci=False)} |"
+            + "".join(f" {_cell(row.summary, name, ci=False)} |" for name, _ in board.extra_metrics)
+            + f" {delta} | {p_holm} | {shuffled} |"
         )
     lines += ["", "## AUROC per label", "",
               "| encoder | aggregator | " + " | ".join(board.label_names) + " |",
@@ -142,7 +151,7 @@ def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version
     ranks: dict[str, list[int]] = {}
     names: dict[str, tuple[str, str]] = {}
     for board in boards:
-        for rank, row in enumerate(ranked(board.rows), start=1):
+        for rank, row in enumerate(ranked(board.rows, board.metric), start=1):
             per_row.setdefault(row.name, {})[board.task] = _value(row.summary, "auroc")
             ranks.setdefault(row.name, []).append(rank)
             names[row.name] = (row.encoder, row.aggregator)

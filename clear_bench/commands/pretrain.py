@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from clear_bench import commands
-from clear_bench.registry import load_registry
 from clear_bench.schema import add_flags, given_flags
 
 _CORE_FLAGS = ("config", "output_dir", "resume")
@@ -22,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Train an encoder with a pretraining plugin. Each pretrainer has its own flags: "
                     "clear-bench pretrain NAME --help.")
     pretrainers = parser.add_subparsers(dest="pretrainer", metavar="NAME", required=True)
-    registry = load_registry(commands.early_plugin_paths)
+    registry = commands.early_registry()
     for name, entry in sorted(registry.pretrainers.items()):
         spec = entry.spec
         sub = pretrainers.add_parser(name, help=spec.description, description=spec.description)

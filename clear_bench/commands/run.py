@@ -19,17 +19,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from clear_bench.pipeline import run_benchmark  # torch-heavy: only when really running
+    from clear_bench import api  # torch-heavy: only when really running
 
     config, registry = load_benchmark_with_plugins(args.config, args.plugin)
     if args.check:
         print(f"{args.config}: OK ({len(config.encoders)} encoders x {len(config.tasks)} tasks x "
               f"{len(config.aggregators)} aggregators)")
         return 0
-    outcome = run_benchmark(config, registry, progress=not args.no_progress)
-    if outcome.failures:
-        print(f"{len(outcome.failures)} scan extraction(s) failed; those scans are left out (see "
-              f"{outcome.run_dir / 'run.json'}):", file=sys.stderr)
-        for failure in outcome.failures[:20]:
-            print(f"  - {failure}", file=sys.stderr)
+    result = api.run(config, registry=registry, progress=not args.no_progress)
+    print_left_out(result)
     return 0
+
+
+def print_left_out(result) -> None:
+    """What a run could not include: encoders left out, then failed scans (the board lists them too)."""
+    for item in result.left_out:
+        print(f"left out: {item}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} scan extraction(s) failed; those scans are left out of their task "
+              f"(see {result.run_dir / 'run.json'}):", file=sys.stderr)
+        for failure in result.failures[:20]:
+            print(f"  - {failure}", file=sys.stderr)

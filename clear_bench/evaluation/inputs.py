@@ -20,9 +20,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from clear_bench.cache import safe_filename
 from clear_bench.errors import DataError
 from clear_bench.evaluation.bags import Bag
+from clear_bench.naming import safe_filename
 
 _TRUE = {"1", "1.0", "true", "yes"}
 _FALSE = {"0", "0.0", "false", "no"}
@@ -46,6 +46,9 @@ class FeatureFolder:
     bags: dict[str, Bag]
     failures: dict[str, str]
     fingerprint: str
+    provenance: dict[str, object] = field(default_factory=dict)
+    """What the files say about the encoder (``clear-bench extract --export-clear`` writes it):
+    ``encoder``, ``weights_digest``, ``random_init``, ``reference``; empty for files without it."""
 
 
 def read_label_csv(path: str | Path, id_column: str = "image", label_type: str = "auto",
@@ -118,6 +121,7 @@ def read_feature_folder(folder: str | Path, scan_ids: Sequence[str]) -> FeatureF
     index = _index(folder)
     bags: dict[str, Bag] = {}
     failures: dict[str, str] = {}
+    provenance: dict[str, object] = {}
     digest = hashlib.sha256()
     for scan_id in sorted(scan_ids):
         path = _file_of(folder, scan_id, index)
@@ -126,17 +130,22 @@ def read_feature_folder(folder: str | Path, scan_ids: Sequence[str]) -> FeatureF
             continue
         try:
             raw = path.read_bytes()
-            bags[scan_id] = _read_bag(path)
+            bags[scan_id], attributes = _read_bag(path)
         except (OSError, DataError) as error:
             failures[scan_id] = str(error)
             continue
+        provenance = provenance or attributes
         digest.update(scan_id.encode() + b"\0" + hashlib.sha256(raw).digest())
-    return FeatureFolder(bags, failures, digest.hexdigest()[:24])
+    return FeatureFolder(bags, failures, digest.hexdigest()[:24], provenance)
 
 
-def _read_bag(path: Path) -> Bag:
+_PROVENANCE = {"encoder": str, "weights_digest": str, "random_init": bool, "reference": bool}
+
+
+def _read_bag(path: Path) -> tuple[Bag, dict[str, object]]:
     try:
         with h5py.File(path, "r") as h5:
+            attributes = {k: kind(h5.attrs[k]) for k, kind in _PROVENANCE.items() if k in h5.attrs}
             if "feats" not in h5:
                 raise DataError(f"{path}: no dataset 'feats' (datasets: {', '.join(h5.keys()) or 'none'})")
             feats = np.asarray(h5["feats"][()], dtype=np.float32)
@@ -158,7 +167,7 @@ def _read_bag(path: Path) -> Bag:
     for name, values in (("slice_index", slices), ("window_id", windows)):
         if len(values) != n:
             raise DataError(f"{path}: dataset '{name}' has {len(values)} entries for {n} rows of 'feats'")
-    return Bag(feats, slices, windows)
+    return Bag(feats, slices, windows), attributes
 
 
 def _index(folder: Path) -> dict[str, str]:

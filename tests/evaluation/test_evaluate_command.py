@@ -50,21 +50,27 @@ def test_evaluate_writes_results_and_reuses_them(folder, capsys):
             "--option", "hidden_dim=16", "--shuffle-controls", "1", "--bootstrap", "50", "--lr", "5e-3"]
     assert evaluate.run(parse(argv)) == 0
     printed = capsys.readouterr().out
-    assert "left out scan-0007" in printed and "no dataset 'feats'" in printed
-    assert "auroc" in printed and "liver" in printed and "shuffled auroc" in printed
+    assert "scan-0007: feats: no feature file" in printed and "no dataset 'feats'" in printed
+    assert "macro AUROC" in printed and "liver" in printed and "shuffled-label AUROC" in printed
     out = root / "out"
-    summary = json.loads((out / "abmil.summary.json").read_text())
+    results = out / "tasks" / "labels" / "results"
+    cells = {c["aggregator"]: c for c in json.loads((results / "cells.json").read_text())["cells"]}
+    summary = json.loads((results / cells["abmil"]["summary"]).read_text())
     assert {m["label"] for m in summary["metrics"]} == {"liver", "lung", "macro"}
-    predictions = (out / "mean-pool.predictions.csv").read_text().splitlines()
+    predictions = (results / cells["mean-pool"]["predictions"]).read_text().splitlines()
     assert predictions[0] == "scan_id,fold,p_liver,p_lung" and len(predictions) == 1 + 48
-    manifest = json.loads((out / "evaluate.json").read_text())
-    assert set(manifest["left_out"]) == {"scan-0007", "scan-0009"}
-    assert len(json.loads((out / "comparison.json").read_text())) == 1
-    n_fold_files = len(list((out / "folds").glob("*.npz")))
-    assert n_fold_files == 2 * 3 * 2  # two heads, three folds, real run + one shuffle control
+    manifest = json.loads((out / "run.json").read_text())
+    assert set(manifest["tasks"][0]["left_out"]) == {"scan-0007", "scan-0009"}
+    assert len(json.loads((results / "comparisons.json").read_text())) == 1
+    board = (out / "leaderboards" / "labels.md").read_text()
+    assert "## Scans left out" in board and "- scan-0007: feats: no feature file" in board
+    folds = sorted((out / "tasks" / "labels" / "folds").glob("*.npz"))
+    assert len(folds) == 2 * 3 * 2  # two heads, three folds, real run + one shuffle control
+    stamps = {path: path.stat().st_mtime_ns for path in folds}
     assert evaluate.run(parse(argv)) == 0
-    assert capsys.readouterr().out.count("reused") == 6
-    assert len(list((out / "folds").glob("*.npz"))) == n_fold_files
+    assert {path: path.stat().st_mtime_ns for path in folds} == stamps  # every fold reused
+    assert len(list((out / "tasks" / "labels" / "folds").glob("*.npz"))) == len(folds)
+    assert (out / "leaderboards" / "labels.md").read_text() == board
 
 
 def test_feature_folder_reader(folder):

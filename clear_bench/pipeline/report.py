@@ -1,0 +1,102 @@
+"""Stage 4, report: boards, per-cell results, comparisons and the run manifest, written atomically.
+
+Layout of a run folder (``load_results`` reads it back)::
+
+    run.json                                  what ran: encoders, tasks, scans and encoders left out
+    leaderboards/<task>.md, overall.md        also copied to the benchmark's leaderboard_dir
+    tasks/<task>/results/cells.json           one entry per (encoder, head): files, weights, controls
+    tasks/<task>/results/<row>.json           the row's summary (every metric, per label and macro)
+    tasks/<task>/results/<row>.predictions.csv  out-of-fold probabilities
+    tasks/<task>/results/comparisons.json     the paired comparisons of the board
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clear_bench import __version__
+from clear_bench.atomic import atomic_write_text
+from clear_bench.evaluation.crossval import CrossValResult
+from clear_bench.leaderboard import render_overall_board, render_task_board
+from clear_bench.naming import safe_filename
+from clear_bench.pipeline.evaluate import TaskResult
+
+RESULTS_FORMAT = 1
+
+
+def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path,
+                 leaderboard_dirs: Sequence[Path] = (), left_out: Sequence[str] = (),
+                 manifest: dict[str, Any] | None = None) -> list[Path]:
+    """Write every task's results and board, the overall board and ``run.json``; returns the boards."""
+    for result in results:
+        write_task_results(result)
+    boards = [result.board for result in results]
+    written = []
+    for folder in sorted({run_dir / "leaderboards", *leaderboard_dirs}):
+        for board in boards:
+            path = folder / f"{safe_filename(board.task)}.md"
+            atomic_write_text(path, render_task_board(board, benchmark=benchmark, version=__version__))
+            written.append(path)
+        if boards:
+            path = folder / "overall.md"
+            atomic_write_text(path, render_overall_board(boards, benchmark=benchmark, version=__version__,
+                                                         left_out=left_out))
+            written.append(path)
+    if manifest is not None:
+        body = {"benchmark": benchmark, "clear_bench_version": __version__, "results_format": RESULTS_FORMAT,
+                **manifest, "tasks_evaluated": [r.board.task for r in results]}
+        atomic_write_text(run_dir / "run.json", json.dumps(_finite(body), indent=1, sort_keys=True))
+    return sorted(set(written))
+
+
+def write_task_results(result: TaskResult) -> None:
+    """Every cell's summary JSON and predictions CSV, the cell index and the comparisons of one task."""
+    folder = result.task_dir / "results"
+    index = []
+    for cell in result.cells:
+        stem = safe_filename(cell.row.name)
+        summary = json.dumps(cell.summary.to_dict(), indent=1, sort_keys=True)
+        atomic_write_text(folder / f"{stem}.json", summary)
+        atomic_write_text(folder / f"{stem}.predictions.csv", predictions_csv(cell.result))
+        index.append({"encoder": cell.row.encoder, "aggregator": cell.row.aggregator,
+                      "weights": cell.row.weights, "shuffled_auroc": cell.row.shuffled_auroc,
+                      "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
+    board = result.board
+    atomic_write_text(folder / "cells.json", json.dumps(_finite({
+        "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
+        "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric,
+        "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
+    }), indent=1, sort_keys=True))
+    comparisons = [asdict(c) for c in board.comparisons]
+    atomic_write_text(folder / "comparisons.json", json.dumps(_finite(comparisons), indent=1, sort_keys=True))
+
+
+def predictions_csv(result: CrossValResult) -> str:
+    """Out-of-fold probabilities: ``scan_id,fold,p_<label>...``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["scan_id", "fold", *(f"p_{label}" for label in result.label_names)])
+    for fold in sorted(result.folds, key=lambda f: f.fold):
+        for scan_id, probs in zip(fold.test_ids, fold.test_probs, strict=True):
+            writer.writerow([scan_id, fold.fold, *(f"{p:.6f}" for p in np.asarray(probs).reshape(-1))])
+    return buffer.getvalue()
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined values become null."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,135 @@
+"""One set of stages behind every entry point: ``run`` and ``evaluate --features`` give the same board,
+the Python API drives a benchmark and reads its results, and a metric plugin reaches the board."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clear_bench
+from clear_bench.cli import main
+from clear_bench.components import load_task
+from clear_bench.errors import ConfigError
+from clear_bench.registry import load_registry
+
+BENCH = """
+name: tiny
+output_dir: run
+cache_dir: cache
+leaderboard_dir: boards
+{plugins}
+preprocessing: {{windows: [soft-tissue, lung]}}
+extraction: {{batch_size: 32, num_workers: 0}}
+encoders:
+  - hu-reference
+  - name: lecl-vit
+    id: vit-tiny
+    options: {{weights: random, arch: vit_tiny_patch16, img_size: 32}}
+tasks:
+  - name: lesion-location
+    options: {{source: {{name: synthetic, patients: 20, slices: 8, matrix: 48, cache_dir: volumes}}}}
+aggregators: [abmil, mean-pool]
+crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8}}
+"""
+
+BRIER_PLUGIN = '''
+"""A metric plugin: the Brier score of each label's probabilities (lower is better)."""
+
+import numpy as np
+
+from clear_bench import hookimpl
+from clear_bench.specs import MetricSpec, per_label_metric
+
+
+def brier(y, scores, weights):
+    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
+    return (w * (scores - y.astype(float)) ** 2).sum(axis=1) / w.sum(axis=1)
+
+
+@hookimpl
+def clear_bench_metrics():
+    return [MetricSpec("brier", per_label_metric(brier), higher_is_better=False, title="Brier")]
+'''
+
+
+def test_run_and_evaluate_features_give_identical_boards(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(BENCH.format(plugins=""))
+    assert main(["run", str(config), "--no-progress"]) == 0
+    exported = tmp_path / "exported"
+    assert main(["extract", str(config), "--no-progress", "--export-clear", str(exported)]) == 0
+
+    registry = load_registry()
+    spec = registry.task("lesion-location")
+    data = load_task(registry, spec, {"source": {"name": "synthetic", "patients": 20, "slices": 8,
+                                                 "matrix": 48, "cache_dir": str(tmp_path / "volumes")}})
+    with (tmp_path / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", *data.label_names])
+        for scan_id, label in sorted(data.labels.items()):
+            writer.writerow([scan_id, *(int(v) for v in label)])
+
+    out = tmp_path / "features-run"
+    assert main(["evaluate", "--features", f"hu-reference={exported / 'hu-reference'}",
+                 "--features", f"vit-tiny={exported / 'vit-tiny'}", "--labels", str(tmp_path / "labels.csv"),
+                 "--out", str(out), "--task", "lesion-location", "--name", "tiny",
+                 "--aggregator", "abmil", "--aggregator", "mean-pool", "--folds", "2", "--epochs", "2",
+                 "--patience", "2", "--bootstrap", "50", "--batch-size", "8"]) == 0
+    from_run = (tmp_path / "boards" / "lesion-location.md").read_text()
+    from_features = (out / "leaderboards" / "lesion-location.md").read_text()
+    assert "| vit-tiny (random init) | abmil |" in from_features
+    assert "`hu-reference`: non-learned" in from_features
+    assert from_features == from_run
+
+
+def test_python_api_runs_a_benchmark_and_reads_dataframes_with_a_metric_plugin(tmp_path: Path) -> None:
+    (tmp_path / "brier_metric.py").write_text(BRIER_PLUGIN)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(BENCH.format(plugins="plugins: [brier_metric.py]"))
+
+    result = clear_bench.run(config)
+    tables = clear_bench.load_results(result.run_dir)
+
+    assert len(result.tasks) == 1 and result.boards
+    rows = tables.rows.set_index(["encoder", "aggregator"])
+    assert set(rows.index) == {("hu-reference", "abmil"), ("hu-reference", "mean-pool"),
+                               ("vit-tiny (random init)", "abmil"), ("vit-tiny (random init)", "mean-pool")}
+    assert rows["auroc"].between(0, 1).all() and (rows["auroc_ci_low"] <= rows["auroc_ci_high"]).all()
+    assert rows["brier"].between(0, 1).all()
+    per_label = tables.metrics.query("metric == 'brier' and label != 'macro'")
+    assert set(per_label["label"]) <= {"bone", "abdomen", "mediastinum", "liver", "lung", "kidney",
+                                       "soft tissue", "pelvis"} and len(per_label) > 0
+    assert len(tables.comparisons) == 3 and tables.comparisons["p_holm"].between(0, 1).all()
+    predictions = tables.predictions
+    assert set(predictions["aggregator"]) == {"abmil", "mean-pool"}
+    assert predictions.groupby(["encoder", "aggregator"])["scan_id"].nunique().eq(20).all()
+    assert predictions["probability"].between(0, 1).all()
+
+    board = (tmp_path / "boards" / "lesion-location.md").read_text()
+    header = next(line for line in board.splitlines() if line.startswith("| rank |"))
+    assert "| Brier |" in header
+    macro_brier = rows.loc[("hu-reference", "abmil"), "brier"]
+    hu_line = next(line for line in board.splitlines() if "| hu-reference | abmil |" in line)
+    cells = [c.strip() for c in hu_line.split("|")]
+    brier_cell = cells[header.split("|").index(" Brier ")]
+    assert brier_cell.startswith(f"{macro_brier:.3f}")
+
+
+def test_create_encoder_builds_a_registered_encoder() -> None:
+    encoder = clear_bench.create_encoder("lecl-vit", weights="random", arch="vit_tiny_patch16", img_size=32)
+    assert encoder.random_init and encoder.embed_dim == 192
+    import torch
+
+    with torch.no_grad():
+        out = encoder.model(torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, 192) and np.isfinite(out.numpy()).all()
+
+
+def test_create_encoder_refuses_an_unknown_option() -> None:
+    with pytest.raises(ConfigError, match=r"archh.*did you mean 'arch'"):
+        clear_bench.create_encoder("lecl-vit", archh="vit_tiny_patch16")
+
+

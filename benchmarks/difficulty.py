@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clear_bench.data.slices import SlicePlan, slice_instances
-from clear_bench.reference import build_reference
+from clear_bench.encoders.hu_reference import build_reference
 
 
 def patient_features(source: SyntheticSource, image_size: int) -> tuple[list[str], np.ndarray]:

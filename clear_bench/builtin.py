@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from clear_bench import hookimpl
-from clear_bench.reference import reference_encoder_spec
+from clear_bench.encoders.hu_reference import reference_encoder_spec
 from clear_bench.specs import AggregatorSpec, EncoderSpec, MetricSpec, Option
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ import torch
 
 from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan, slice_instances
-from clear_bench.reference import HU_EDGES, feature_names, reference_encoder_spec
-from clear_bench.reference_model import HUReference
+from clear_bench.encoders.hu_reference import HU_EDGES, feature_names, reference_encoder_spec
+from clear_bench.encoders.hu_reference_model import HUReference
 
 
 def _named(features):

@@ -3,7 +3,7 @@
 Every leaderboard carries it as the floor a deep encoder must beat, and it calibrates the synthetic
 cohort's difficulty. It reads one channel of resized Hounsfield units (``Preprocessing(input="hu")``), so
 it sees intensities, not windows, and has no weights. The torch module lives in
-:mod:`clear_bench.reference_model`, so registering the spec imports no torch.
+:mod:`clear_bench.encoders.hu_reference_model`, so registering the spec imports no torch.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ TISSUE_RANGES: dict[str, tuple[float, float]] = {
 }
 PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 HU_SCALE = 1000.0
+NAME = "hu-reference"
 REFERENCE_VERSION = 1
 """Bumped when the features change (enters the embedding cache key through the encoder options)."""
 SOFT_TISSUE_HU = (-200.0, 300.0)
@@ -46,13 +47,13 @@ REFERENCE_OPTIONS: dict[str, Option] = {
 
 
 def build_reference(options: Mapping[str, Any]) -> Encoder:
-    from clear_bench.reference_model import HUReference
+    from clear_bench.encoders.hu_reference_model import HUReference
 
     values = resolve_options(REFERENCE_OPTIONS, options)
     model = HUReference().eval()
     preprocessing = Preprocessing(image_size=int(values["image_size"]), input="hu", channels=1,
                                   mean=(0.0,), std=(1.0,))
-    return Encoder(name="hu-reference", model=model, embed_dim=model.embed_dim, preprocessing=preprocessing,
+    return Encoder(name=NAME, model=model, embed_dim=model.embed_dim, preprocessing=preprocessing,
                    weights_digest="none", label="HU histogram reference (non-learned)",
                    options={"image_size": int(values["image_size"]), "features": REFERENCE_VERSION})
 
@@ -60,7 +61,7 @@ def build_reference(options: Mapping[str, Any]) -> Encoder:
 def reference_encoder_spec() -> EncoderSpec:
     """The spec the core registers: name ``hu-reference``, no weights."""
     return EncoderSpec(
-        name="hu-reference",
+        name=NAME,
         build=build_reference,
         embed_dim=len(feature_names()),
         weights_source="none (non-learned)",

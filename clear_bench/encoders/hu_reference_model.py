@@ -1,11 +1,11 @@
-"""The torch module of the HU-histogram reference encoder (see :mod:`clear_bench.reference`)."""
+"""The torch module of the HU-histogram reference encoder (see :mod:`clear_bench.encoders.hu_reference`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from clear_bench.reference import HU_EDGES, HU_SCALE, PERCENTILES, SOFT_TISSUE_HU, feature_names
+from clear_bench.encoders.hu_reference import HU_EDGES, HU_SCALE, PERCENTILES, SOFT_TISSUE_HU, feature_names
 
 
 class HUReference(nn.Module):

@@ -1,34 +1,61 @@
-"""Atomic file writes: a temporary file in the target's folder, flushed and fsynced, then ``os.replace``.
+"""Atomic file writes: a temporary file in the target's folder, fsynced, then ``os.replace`` over the target.
 
-A reader never sees a half-written file, and a killed writer leaves at most a ``.NAME.*.tmp`` file.
+A reader never sees a half-written file, and a killed writer leaves at most a temporary
+``.NAME.<random>.tmp`` beside the target (a glob for ``*.h5`` or ``*.png`` does not pick it up).
+:func:`atomic_write` takes the content through a file handle; :func:`atomic_path` lends the temporary
+path itself, for writers that need a file name (h5py, matplotlib, SimpleITK).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, keep_extension: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends the file there is fsynced and renamed
+    over ``path`` (and the folder fsynced). On an error the temporary is removed and ``path`` is untouched.
+
+    The temporary exists (empty) when the block starts and is named ``.NAME.<random>.tmp``. Writers that
+    choose the format by the file name need ``keep_extension=True`` (``.NAME.<random>.tmp.nii.gz``)::
+
+        with atomic_path(out / "scan.nii.gz", keep_extension=True) as tmp:
+            sitk.WriteImage(image, str(tmp))
+
+    ``np.savez`` appends ``.npz`` to a name without it (and would write beside the temporary): give it
+    ``keep_extension=True`` or, simpler, a file handle through :func:`atomic_write`.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".tmp" + (_extension(target.name) if keep_extension else "")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
@@ -39,3 +66,27 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def temporaries(path: str | Path) -> list[Path]:
+    """The temporary files that writers of ``path`` are using or that killed writers left behind; only a
+    caller that holds ``path``'s lock may remove them."""
+    target = Path(path)
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"))
+
+
+def _extension(name: str) -> str:
+    """``a.nii.gz`` -> ``.nii.gz``, ``b.h5`` -> ``.h5``, ``c`` -> ``""``."""
+    suffixes = Path(name).suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in _COMPRESSION:
+        return "".join(suffixes[-2:])
+    return suffixes[-1] if suffixes else ""
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # some file systems refuse a directory fsync
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

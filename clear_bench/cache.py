@@ -5,9 +5,9 @@ architecture signature, build options, preprocessing), the slice plan, the autoc
 dtype, the clear-bench version and the scan's content fingerprint. Files live at
 ``root/<encoder key>/<aa>/<key>.h5``, named by the hash alone, so no scan id ever reaches a file name.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``) and serialised per entry by a
-file lock. Every read validates the file (structure, sizes, checksum); a corrupt or partial entry is
-reported, removed and treated as missing, so it is recomputed and never served.
+Writes are atomic (:mod:`clear_bench.atomic`) and serialised per entry by a file lock. Every read validates
+the file (structure, sizes, checksum); a corrupt or partial entry is reported, removed and treated as
+missing, so it is recomputed and never served.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,7 +28,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from clear_bench import __version__
+from clear_bench.atomic import atomic_path, atomic_write_text, temporaries
 from clear_bench.errors import DataError, UserError
+from clear_bench.naming import safe_filename
 from clear_bench.specs import stable_hash
 
 if TYPE_CHECKING:
@@ -108,16 +108,6 @@ def encoder_description(encoder: Encoder) -> dict[str, Any]:
     }
 
 
-def safe_filename(scan_id: str) -> str:
-    """A file stem for ``scan_id``: the id itself when it is a plain name, else a sanitised form with a
-    short hash of the original (so two ids never share a file)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", scan_id)[:120]
-    if cleaned == scan_id and cleaned not in ("", ".", "..") and not cleaned.startswith("."):
-        return cleaned
-    digest = hashlib.sha256(scan_id.encode()).hexdigest()[:8]
-    return f"{cleaned.lstrip('.') or 'scan'}-{digest}"
-
-
 def _checksum(embeddings: np.ndarray, slice_index: np.ndarray, window_id: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in (embeddings, slice_index, window_id):
@@ -127,33 +117,11 @@ def _checksum(embeddings: np.ndarray, slice_index: np.ndarray, window_id: np.nda
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems refuse directory fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_h5_atomic(path: Path, fill: Any) -> None:
-    """Write an HDF5 file at ``path`` through a temporary file in the same folder: ``fill(h5file)`` writes
-    the content; the file is fsynced and then renamed over ``path``, so readers see all of it or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with h5py.File(tmp, "w", locking=False) as h5:
-            fill(h5)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    """Write an HDF5 file at ``path`` atomically (:func:`~clear_bench.atomic.atomic_path`): ``fill(h5file)``
+    writes the content, and readers see all of it or none."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as h5:
+        fill(h5)
 
 
 class EmbeddingCache:
@@ -339,7 +307,7 @@ class EmbeddingCache:
     @staticmethod
     def _remove_stale_temporaries(path: Path) -> None:
         """Temporary files of this entry left by a killed writer (we hold the entry's lock)."""
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in temporaries(path):
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -387,9 +355,7 @@ def export_clear(entries: Mapping[str, CachedEmbeddings], out_dir: str | Path, *
         written[scan_id] = path
     index = out / index_name
     rows = ["scan_id,file"] + [f"{_csv_field(sid)},{p.name}" for sid, p in sorted(written.items())]
-    tmp = index.with_name(f".{index.name}.tmp")
-    tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    os.replace(tmp, index)
+    atomic_write_text(index, "\n".join(rows) + "\n")
     return written
 
 

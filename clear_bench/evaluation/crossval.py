@@ -18,11 +18,8 @@ resumes at the first missing fold. Every fold trains a fresh model (see :mod:`tr
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clear_bench.atomic import atomic_write
 from clear_bench.evaluation.bags import PaddedBags
 from clear_bench.evaluation.splits import Splits
 from clear_bench.evaluation.training import TrainConfig, fold_seed, predict, train_fold
@@ -177,26 +175,15 @@ def _train_and_predict(bags: PaddedBags, targets: torch.Tensor, label_type: str,
 
 def save_fold(result: FoldResult, path: str | Path) -> None:
     """Write one fold's result as a single ``.npz`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(a) for a in result.attention]).astype(np.int64)
     meta = {"fold": result.fold, "key": result.key, "test_ids": result.test_ids, "val_ids": result.val_ids,
             "curve": result.curve, "best_epoch": result.best_epoch, "init_digest": result.init_digest,
             "seconds": result.seconds}
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, meta=np.array(json.dumps(meta)), test_probs=result.test_probs, val_probs=result.val_probs,
+    atomic_write(path, lambda handle: np.savez_compressed(
+        handle, meta=np.array(json.dumps(meta)), test_probs=result.test_probs, val_probs=result.val_probs,
         offsets=offsets, attention=_flat(result.attention, np.float32),
         slice_index=_flat(result.slice_index, np.int64), window_id=_flat(result.window_id, np.int64),
-    )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    ))
 
 
 def load_fold(path: str | Path) -> FoldResult:

@@ -13,9 +13,11 @@ import h5py
 import numpy as np
 import pytest
 
-from clear_bench.cache import EmbeddingCache, export_clear, safe_filename
+from clear_bench.atomic import temporaries
+from clear_bench.cache import EmbeddingCache, export_clear
 from clear_bench.data.slices import SlicePlan
 from clear_bench.extraction import slice_plan_for
+from clear_bench.naming import safe_filename
 
 
 def _entry(seed: int, n: int = 6, dim: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,7 +65,7 @@ def test_round_trip_keeps_values_and_provenance_without_patient_fields(tmp_path,
     with h5py.File(path, "r") as h5:
         assert set(h5.attrs) == {"key", "embed_dim", "sha256", "provenance", "created_utc"}
         assert json.loads(h5.attrs["provenance"]) == stored
-    assert not list(path.parent.glob("*.tmp"))
+    assert not list(path.parent.glob("*.tmp")) and not temporaries(path)
 
 
 def test_key_changes_with_everything_that_determines_the_numbers(tmp_path, encoder, tiny_vit):
@@ -175,7 +177,7 @@ def test_two_processes_writing_one_entry_leave_a_valid_entry(tmp_path):
     assert entry.provenance["seed"] in {1014, 2014}
     expected = np.random.default_rng(entry.provenance["seed"]).normal(size=(6, 8)).astype(np.float32)
     np.testing.assert_array_equal(entry.embeddings, expected)
-    assert not list(cache.path(key).parent.glob("*.tmp"))
+    assert not list(cache.path(key).parent.glob("*.tmp")) and not temporaries(cache.path(key))
     assert seen > 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from clear_bench.data.dicom import find_series, image_to_arrays, is_dicom_file, read_dicom_series
 from clear_bench.data.files import safe_id, scan_stem
-from clear_bench.data.scan import Scan
+from clear_bench.data.scan import Scan, ScanFailure
 from clear_bench.data.seed_png import IMAGE_SUFFIXES, read_seed_png
 from clear_bench.errors import DataError, UserError
 
@@ -124,14 +123,6 @@ def read_scan(path: str | Path, scan_id: str | None = None) -> Scan:
         raise DataError(f"{path}: folder holds neither a DICOM series nor PNG slices")
     raise DataError(f"{path}: unknown scan format (expected {', '.join(VOLUME_SUFFIXES)}, a DICOM series "
                     "folder or a folder of PNG slices)")
-
-
-@dataclass(frozen=True)
-class ScanFailure:
-    """A scan that could not be read, and why (the message names the file)."""
-
-    scan_id: str
-    error: str
 
 
 def load_all(source, scan_ids: Iterable[str] | None = None) -> tuple[list[Scan], list[ScanFailure]]:

@@ -1,4 +1,5 @@
-"""The scan: an HU volume with its geometry, a pseudonymous id and optional lesion boxes."""
+"""The scan: an HU volume with its geometry, a pseudonymous id and optional lesion boxes; and the record of a
+scan that could not be read or embedded."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ class Scan:
     def lesion_slices(self) -> set[int]:
         """Indices of slices that carry at least one lesion box."""
         return {box.slice_index for box in self.lesions}
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    """A scan that could not be read or extracted: the error text and, when the source knows it, its file."""
+
+    scan_id: str
+    error: str
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = f" ({self.file})" if self.file else ""
+        return f"{self.scan_id}{where}: {self.error}"

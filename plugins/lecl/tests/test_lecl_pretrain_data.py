@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from clear_bench_lecl.pretrain.data import (
     SliceTable,
     build_slice_table,
 )
+from clear_bench_lecl.pretrain.train import build_source
 from lecl_pretrain_helpers import tiny_config
 from lecl_toy_source import ToySource
 
+from clear_bench.cli import main as cli_main
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import ConfigError
 
@@ -98,20 +101,84 @@ def test_slice_table_keeps_lesion_slices_and_maps_boxes_onto_the_resized_slice()
     assert len(without) == 2 * 3 * 2
 
 
-def test_config_errors_name_the_file_line_key_or_flag(tmp_path: Path) -> None:
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_config_errors_name_the_file_line_key_or_option(tmp_path: Path) -> None:
     path = tiny_config(tmp_path, "bad", optim={"epochs": 2, "batch_size": 16, "base_lr": "fast"},
                        model={"arch": "vit_tiny_patch16", "imagesize": 32})
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
     lines = excinfo.value.lines
-    assert any("optim.base_lr: expected float or int, got 'fast'" in line and str(path) in line
-               for line in lines)
-    assert any("model.imagesize: unknown key (did you mean 'image_size'?)" in line for line in lines)
+    assert f"{path}:{_line_of(path, 'base_lr:')}: optim.base_lr: expected float, got str 'fast'" in lines
+    assert any(line.startswith(f"{path}:{_line_of(path, 'imagesize:')}: model.imagesize: unknown key "
+                               "(did you mean 'image_size'?)") for line in lines)
     good = tiny_config(tmp_path, "good")
-    with pytest.raises(ConfigError, match=r"--batch-size \(optim.batch_size\): must be > 0"):
-        load_config(good, {"optim.batch_size": 0})
-    config = load_config(good, {"optim.epochs": 7, "loss.sample_weight": 2.5, "sampling": "none"})
+    # An override is named as the pretrainer's option, its flag and the recipe key it sets (the run cannot
+    # tell a --flag from a benchmark YAML's `pretrain: {options: ...}`).
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(good, {"batch_size": 0})
+    assert excinfo.value.lines == [
+        "options: batch_size (--batch-size, sets optim.batch_size): must be > 0, got 0"]
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(good, {"epochs": "7", "epoch": 3})
+    assert excinfo.value.lines == [
+        "options: epochs (--epochs, sets optim.epochs): expected int, got str '7'",
+        "options: epoch: unknown option (did you mean 'epochs'?); expected one of: experiment, arch, epochs, "
+        "batch_size, lr, sampling, sample_weight, loss, seed, max_steps, checkpoint_every, threads, "
+        "num_workers, device",
+    ]
+    # A recipe key checked against an overridden one says where that value came from.
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(good, {"epochs": 0})
+    assert excinfo.value.lines == [
+        "options: epochs (--epochs, sets optim.epochs): must be > 0, got 0",
+        f"{good}:{_line_of(good, 'warmup_epochs:')}: optim.warmup_epochs: longer than optim.epochs "
+        "(0, from option epochs)",
+    ]
+    config = load_config(good, {"epochs": 7, "sample_weight": 2.5, "sampling": "none", "lr": 1, "seed": None})
     assert config.optim.epochs == 7 and config.loss.sample_weight == 2.5 and config.sampling == "none"
+    assert config.seed == 0  # None leaves the recipe's value
+    assert isinstance(config.optim.base_lr, float) and config.optim.base_lr == 1.0
+    assert config.training_fingerprint() == load_config(good, {"lr": 1.0, "epochs": 7, "sample_weight": 2.5,
+                                                               "sampling": "none"}).training_fingerprint()
+    assert config.runtime.output_dir == str(tmp_path / "good")  # the recipe's
+    moved = load_config(good, output=Path("elsewhere"))  # an output folder given to the run: from the cwd
+    assert moved.runtime.output_dir == str(Path.cwd() / "elsewhere")
+    assert moved.training_fingerprint() == load_config(good).training_fingerprint()
+
+
+def test_command_line_override_problems_name_the_flag(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    good = tiny_config(tmp_path, "good")
+    assert cli_main(["pretrain", "lecl", "--config", str(good), "--batch-size", "0", "--lr", "-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: options: batch_size (--batch-size, sets optim.batch_size): must be > 0, got 0",
+                   "error: options: lr (--lr, sets optim.base_lr): must be > 0, got -1.0"]
+    with pytest.raises(SystemExit):  # a value of the wrong type never reaches the run
+        cli_main(["pretrain", "lecl", "--config", str(good), "--epochs", "many"])
+    assert "--epochs: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_source_options_are_checked_with_the_recipe_line(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, "src", data={"options": {"scans": "six", "slice": 9}})
+    with pytest.raises(ConfigError) as excinfo:
+        build_source(load_config(path))
+    assert excinfo.value.lines == [
+        f"{path}:{_line_of(path, 'scans:')}: data.options.scans: expected int, got str 'six'",
+        f"{path}:{_line_of(path, 'slice:')}: data.options.slice: unknown key (did you mean 'slices'?); "
+        "expected one of: scans, slices, size, seed",
+    ]
+    source = build_source(load_config(tiny_config(tmp_path, "ok", data={"options": {"scans": 2}})))
+    assert source.scan_ids() == ["toy-000", "toy-001"]
+
+
+def test_registering_the_pretrainer_imports_no_torch() -> None:
+    code = ("import sys; from clear_bench_lecl.pretrain import pretrainer_specs; "
+            "spec, = pretrainer_specs(); assert spec.config_required and 'epochs' in spec.options; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_recipe_validates() -> None:

@@ -11,8 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clear_bench_lecl.checkpoint import load_encoder_checkpoint
-from clear_bench_lecl.pretrain.config import load_config
-from clear_bench_lecl.pretrain.train import run_pretraining
+from clear_bench_lecl.pretrain import pretrainer_specs
 from lecl_pretrain_helpers import TOY_SOURCE, tiny_config
 
 from clear_bench.cli import main as cli_main
@@ -23,12 +22,15 @@ SETTINGS = {"runtime": {"checkpoint_every_steps": 2, "progress": False, "threads
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six steps (two epochs of three) without interruption; returns the run folder."""
+    """Six steps (two epochs of three) without interruption, through the spec's typed run (as a benchmark
+    YAML's ``pretrain:`` entry is trained); returns the run folder."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("straight")
-    config = load_config(tiny_config(root, "resume", **SETTINGS))
-    encoder = run_pretraining(config)
+    (spec,) = pretrainer_specs()
+    # the output folder given to the run wins over the recipe's
+    encoder = spec.run(tiny_config(root, "resume", **SETTINGS), root / "given", options={"threads": 1})
     assert encoder is not None and encoder.is_file()
+    assert encoder.parent == root / "given" and not (root / "resume").exists()
     return encoder.parent
 
 

@@ -1,176 +1,152 @@
-"""The pretraining YAML: schema, defaults, command-line overrides and validation.
+"""The pretraining recipe (YAML): its declared options, defaults, overrides and validation.
 
-Every problem is reported on its own line naming the file, the line and the key, e.g.
-``benchmarks/pretrain/cpu.yaml:12: optim.base_lr: expected float, got 'fast'``. Paths inside the YAML are
-relative to the YAML's folder.
+Each key of the recipe is declared once, as an :class:`~clear_bench.schema.Option` field of its section's
+dataclass (type, default, help, choices), and checked by the core's option schema; the pretrainer's own
+options (:data:`RUN_OPTIONS`: ``clear-bench pretrain lecl --epochs 3``, or ``pretrain: {options: {epochs:
+3}}`` in a benchmark YAML) are derived from those declarations and set the keys named in
+:data:`OVERRIDES`. Every problem is reported on its own line, all of them together:
+
+* in the recipe, with its file, line and key:
+  ``benchmarks/pretrain/cpu.yaml:12: optim.base_lr: expected float, got str 'fast'``;
+* in an override, naming the option, its flag and the key it sets (the run cannot tell whether it came
+  from the command line or a benchmark YAML):
+  ``options: batch_size (--batch-size, sets optim.batch_size): must be > 0, got 0``.
+
+Paths inside the recipe are relative to its folder; an output folder given to the run, to the working folder.
 """
 
 from __future__ import annotations
 
-import difflib
+import copy
 import math
-from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from clear_bench.config import read_yaml
+from clear_bench.cache import safe_filename
 from clear_bench.errors import ConfigError
+from clear_bench.schema import (
+    INVALID,
+    Option,
+    Options,
+    Problems,
+    check_mapping,
+    check_value,
+    describe,
+    read_yaml,
+    suggest,
+)
 from clear_bench.specs import stable_hash
-from clear_bench_lecl.pretrain.loss import LOSS_VARIANTS
 
-NUMBER = (float, int)
+LOSS_VARIANTS = ("lecl", "lecl-reference", "infonce")
+"""The contrastive losses of :mod:`.loss`, declared here so that declaring the options imports no torch."""
+
+NULL = type(None)
 
 
-def _m(help: str, types: type | tuple[type, ...], choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
-    """Field metadata: help text, accepted YAML types, allowed values."""
-    return {"help": help, "types": types if isinstance(types, tuple) else (types,), "choices": choices}
+def _option(kind: type | tuple[type, ...], default: Any, help: str,
+            choices: Sequence[Any] | None = None) -> Any:
+    """A dataclass field declared by its :class:`Option`: the default is written once, here."""
+    option = Option(kind, default, help, choices)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"option": option})
+    return field(default=default, metadata={"option": option})
+
+
+def declared_options(cls: type) -> dict[str, Option]:
+    """The recipe keys a dataclass declares, each with its :class:`Option`."""
+    return {f.name: f.metadata["option"] for f in fields(cls) if "option" in f.metadata}
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = field(
-        default="synthetic", metadata=_m("registered scan source (clear-bench plugins lists them)", str)
-    )
-    options: dict = field(default_factory=lambda: {}, metadata=_m("the source's own options", dict))
-    scan_range: list | None = field(
-        default=None, metadata=_m("[start, stop] of the source's scan ids (default: all)", (list, type(None)))
-    )
-    windows: list = field(
-        default_factory=lambda: ["soft-tissue", "lung", "bone"],
-        metadata=_m("HU windows: preset names or 'W<width>L<level>'", list),
-    )
-    window_mode: str = field(
-        default="per-window",
-        metadata=_m(
-            "one grey image per window (CLEAR), or windows stacked as channels",
-            str,
-            ("per-window", "stacked"),
-        ),
-    )
-    slice_step: int = field(default=1, metadata=_m("keep every k-th axial slice", int))
-    keep_lesion_slices: bool = field(
-        default=True, metadata=_m("also keep every slice with a lesion box", bool)
-    )
-    slice_size: int | None = field(
-        default=None,
-        metadata=_m("side of the slices kept in memory (default: model.image_size)", (int, type(None))),
-    )
+    source: str = _option(str, "synthetic", "registered scan source (clear-bench plugins lists them)")
+    options: Mapping[str, Any] = _option(dict, {}, "the source's own options")
+    scan_range: Sequence[int] | None = _option((list, NULL), None,
+                                               "[start, stop] of the source's scan ids (default: all)")
+    windows: Sequence[str] = _option(list, ["soft-tissue", "lung", "bone"],
+                                     "HU windows: preset names or 'W<width>L<level>'")
+    window_mode: str = _option(str, "per-window",
+                               "one grey image per window (CLEAR), or windows stacked as channels",
+                               ("per-window", "stacked"))
+    slice_step: int = _option(int, 1, "keep every k-th axial slice")
+    keep_lesion_slices: bool = _option(bool, True, "also keep every slice with a lesion box")
+    slice_size: int | None = _option((int, NULL), None,
+                                     "side of the slices kept in memory (default: model.image_size)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = field(
-        default="vit_small_patch16", metadata=_m("backbone architecture (vit_*, mambaout_*, vmamba_*)", str)
-    )
-    arch_kwargs: dict = field(
-        default_factory=lambda: {},
-        metadata=_m("overrides of the architecture's defaults (e.g. depth, embed_dim)", dict),
-    )
-    image_size: int = field(default=224, metadata=_m("input side of the views", int))
-    channels: int = field(default=3, metadata=_m("input channels (grey slices are repeated)", int))
-    mean: list = field(
-        default_factory=lambda: [0.5, 0.5, 0.5],
-        metadata=_m("normalisation mean per channel (after windowing to [0, 1])", list),
-    )
-    std: list = field(
-        default_factory=lambda: [0.5, 0.5, 0.5], metadata=_m("normalisation std per channel", list)
-    )
-    dim: int = field(default=256, metadata=_m("output size of projector and predictor", int))
-    mlp_dim: int = field(default=4096, metadata=_m("hidden size of projector and predictor", int))
-    proj_layers: int = field(default=3, metadata=_m("projector layers (MoCo v3 ViT: 3)", int))
-    pred_layers: int = field(default=2, metadata=_m("predictor layers (MoCo v3: 2)", int))
-    stop_grad_patch_embed: bool = field(
-        default=False, metadata=_m("freeze the random patch embedding (MoCo v3's ViT trick)", bool)
-    )
+    arch: str = _option(str, "vit_small_patch16", "backbone architecture (vit_*, mambaout_*, vmamba_*)")
+    arch_kwargs: Mapping[str, Any] = _option(
+        dict, {}, "overrides of the architecture's defaults (e.g. depth, embed_dim)")
+    image_size: int = _option(int, 224, "input side of the views")
+    channels: int = _option(int, 3, "input channels (grey slices are repeated)")
+    mean: Sequence[float] = _option(list, [0.5, 0.5, 0.5],
+                                    "normalisation mean per channel (after windowing to [0, 1])")
+    std: Sequence[float] = _option(list, [0.5, 0.5, 0.5], "normalisation std per channel")
+    dim: int = _option(int, 256, "output size of projector and predictor")
+    mlp_dim: int = _option(int, 4096, "hidden size of projector and predictor")
+    proj_layers: int = _option(int, 3, "projector layers (MoCo v3 ViT: 3)")
+    pred_layers: int = _option(int, 2, "predictor layers (MoCo v3: 2)")
+    stop_grad_patch_embed: bool = _option(bool, False,
+                                          "freeze the random patch embedding (MoCo v3's ViT trick)")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_min: float = field(
-        default=0.08,
-        metadata=_m("minimum crop area (random resized crop); lesion crops side >= sqrt of it", NUMBER),
-    )
-    blur: list = field(
-        default_factory=lambda: [1.0, 0.1],
-        metadata=_m("Gaussian blur probability for view 1 and view 2", list),
-    )
-    solarize: list = field(
-        default_factory=lambda: [0.0, 0.2],
-        metadata=_m("solarisation probability for view 1 and view 2", list),
-    )
-    hflip: float = field(default=0.5, metadata=_m("horizontal flip probability", NUMBER))
-    vflip: float = field(default=0.0, metadata=_m("vertical flip probability", NUMBER))
-    jitter: float = field(
-        default=0.0, metadata=_m("brightness/contrast jitter strength (0: none, the CT default)", NUMBER)
-    )
+    crop_min: float = _option(float, 0.08,
+                              "minimum crop area (random resized crop); lesion crops side >= sqrt of it")
+    blur: Sequence[float] = _option(list, [1.0, 0.1], "Gaussian blur probability for view 1 and view 2")
+    solarize: Sequence[float] = _option(list, [0.0, 0.2], "solarisation probability for view 1 and view 2")
+    hflip: float = _option(float, 0.5, "horizontal flip probability")
+    vflip: float = _option(float, 0.0, "vertical flip probability")
+    jitter: float = _option(float, 0.0, "brightness/contrast jitter strength (0: none, the CT default)")
 
 
 @dataclass(frozen=True)
 class LossSettings:
-    name: str = field(
-        default="lecl",
-        metadata=_m("lecl (paper form), lecl-reference (public code's form) or infonce", str, LOSS_VARIANTS),
-    )
-    sample_weight: float = field(
-        default=1.0, metadata=_m("lambda: extra weight of other lesion slices in the denominator", NUMBER)
-    )
-    temperature: float = field(default=0.2, metadata=_m("tau (MoCo v3 ViT: 0.2)", NUMBER))
-    scale_by_2tau: bool = field(
-        default=True, metadata=_m("multiply the loss by 2 tau, as MoCo v3 does", bool)
-    )
+    name: str = _option(str, "lecl", "lecl (paper form), lecl-reference (public code's form) or infonce",
+                        LOSS_VARIANTS)
+    sample_weight: float = _option(float, 1.0,
+                                   "lambda: extra weight of other lesion slices in the denominator")
+    temperature: float = _option(float, 0.2, "tau (MoCo v3 ViT: 0.2)")
+    scale_by_2tau: bool = _option(bool, True, "multiply the loss by 2 tau, as MoCo v3 does")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = field(default=100, metadata=_m("passes over the slices", int))
-    batch_size: int = field(default=256, metadata=_m("global batch (all ranks, all accumulation steps)", int))
-    accum_steps: int = field(default=1, metadata=_m("gradient accumulation steps per optimizer step", int))
-    base_lr: float = field(
-        default=1.5e-4, metadata=_m("lr = base_lr x batch_size / 256 (MoCo v3 ViT: 1.5e-4)", NUMBER)
-    )
-    weight_decay: float = field(default=0.1, metadata=_m("AdamW weight decay (MoCo v3 ViT: 0.1)", NUMBER))
-    warmup_epochs: float = field(
-        default=10.0, metadata=_m("linear warm-up length, then half-cosine to 0", NUMBER)
-    )
-    momentum: float = field(default=0.99, metadata=_m("momentum-encoder EMA at step 0", NUMBER))
-    momentum_cosine: bool = field(
-        default=True, metadata=_m("raise the momentum to 1 along a half-cosine (MoCo v3)", bool)
-    )
-    precision: str = field(
-        default="auto",
-        metadata=_m("autocast: bf16, fp32, or auto (bf16 where supported)", str, ("auto", "bf16", "fp32")),
-    )
-    clip_grad: float | None = field(
-        default=None, metadata=_m("clip the gradient norm at this value", (float, int, type(None)))
-    )
+    epochs: int = _option(int, 100, "passes over the slices")
+    batch_size: int = _option(int, 256, "global batch (all ranks, all accumulation steps)")
+    accum_steps: int = _option(int, 1, "gradient accumulation steps per optimizer step")
+    base_lr: float = _option(float, 1.5e-4, "lr = base_lr x batch_size / 256 (MoCo v3 ViT: 1.5e-4)")
+    weight_decay: float = _option(float, 0.1, "AdamW weight decay (MoCo v3 ViT: 0.1)")
+    warmup_epochs: float = _option(float, 10.0, "linear warm-up length, then half-cosine to 0")
+    momentum: float = _option(float, 0.99, "momentum-encoder EMA at step 0")
+    momentum_cosine: bool = _option(bool, True, "raise the momentum to 1 along a half-cosine (MoCo v3)")
+    precision: str = _option(str, "auto", "autocast: bf16, fp32, or auto (bf16 where supported)",
+                             ("auto", "bf16", "fp32"))
+    clip_grad: float | None = _option((float, NULL), None, "clip the gradient norm at this value")
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     output_dir: str | None = field(
         default=None,
-        metadata=_m("where checkpoints and logs go (default: runs/pretrain/<experiment>)", (str, type(None))),
+        metadata={"option": Option(Path, None, "where checkpoints and logs go (default: "
+                                   "runs/pretrain/<experiment>)", must_exist=False)},
     )
-    checkpoint_every_steps: int = field(
-        default=0, metadata=_m("write the training state every N steps (0: at each epoch end)", int)
-    )
-    keep_checkpoints: int = field(
-        default=2, metadata=_m("training-state checkpoints kept (the newest); 0 keeps all", int)
-    )
-    max_steps: int | None = field(
-        default=None,
-        metadata=_m("stop (with a checkpoint) after this many steps; resume later", (int, type(None))),
-    )
-    num_workers: int = field(
-        default=0, metadata=_m("DataLoader workers (0: augment in the training process)", int)
-    )
-    threads: int | None = field(
-        default=None,
-        metadata=_m("torch CPU threads per process (default: torch's choice)", (int, type(None))),
-    )
-    device: str = field(default="auto", metadata=_m("auto, cpu or cuda", str, ("auto", "cpu", "cuda")))
-    progress: bool = field(default=True, metadata=_m("show a progress bar", bool))
+    checkpoint_every_steps: int = _option(int, 0,
+                                          "write the training state every N steps (0: at each epoch end)")
+    keep_checkpoints: int = _option(int, 2, "training-state checkpoints kept (the newest); 0 keeps all")
+    max_steps: int | None = _option((int, NULL), None,
+                                    "stop (with a checkpoint) after this many steps; resume later")
+    num_workers: int = _option(int, 0, "DataLoader workers (0: augment in the training process)")
+    threads: int | None = _option((int, NULL), None,
+                                  "torch CPU threads per process (default: torch's choice)")
+    device: str = _option(str, "auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    progress: bool = _option(bool, True, "show a progress bar")
 
 
 SECTIONS = {
@@ -187,11 +163,13 @@ SECTIONS = {
 class PretrainConfig:
     """A validated pretraining run."""
 
-    experiment: str = "lecl"
-    seed: int = 0
-    sampling: str = "lesion"
-    lesion_oversample: float = 1.0
-    plugins: tuple[str, ...] = ()
+    experiment: str = _option(str, "lecl", "name used in checkpoint file names")
+    seed: int = _option(int, 0, "seed of initialisation, batch order and augmentation")
+    sampling: str = _option(str, "lesion", "lesion: LeCL lesion-centred views; none: plain MoCo v3 views",
+                            ("lesion", "none"))
+    lesion_oversample: float = _option(float, 1.0, "how often each lesion slice is seen per epoch (>= 1)")
+    plugins: Sequence[str] = _option(list, [],
+                                     "local plugin files or folders (e.g. one providing the scan source)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -210,47 +188,72 @@ class PretrainConfig:
 
     def training_fingerprint(self) -> str:
         """Hash of everything that determines the trained weights (not where or how often it logs)."""
-        values = self.to_dict()
-        values.pop("path", None)
-        values.pop("runtime")  # where and how it runs (device, threads, output...) may change on resume
-        return stable_hash(values)
+        return stable_hash(training_values(self.to_dict()))
 
 
-_TOP = {
-    "experiment": ("lecl", "name used in checkpoint file names", (str,), None),
-    "seed": (0, "seed of initialisation, batch order and augmentation", (int,), None),
-    "sampling": (
-        "lesion",
-        "lesion: LeCL lesion-centred views; none: plain MoCo v3 views",
-        (str,),
-        ("lesion", "none"),
-    ),
-    "lesion_oversample": (1.0, "how often each lesion slice is seen per epoch (>= 1)", NUMBER, None),
-    "plugins": ([], "local plugin files or folders (e.g. one providing the scan source)", (list,), None),
+def training_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a config's :meth:`~PretrainConfig.to_dict` that determine the trained weights:
+    all but its file path and ``runtime`` (where and how it runs: device, threads, output... may change on
+    resume). Both the fingerprint and the resume-time comparison use it."""
+    return {key: value for key, value in values.items() if key not in ("path", "runtime")}
+
+
+RECIPE: Options = {
+    **declared_options(PretrainConfig),
+    **{name: Option((dict, NULL), None, f"the {name} section") for name in SECTIONS},
 }
+"""The recipe's top-level keys."""
+
+_PLUGIN_PATH = Option(Path, None, "a local plugin file or folder")
 
 OVERRIDES = {
     "experiment": "experiment",
-    "seed": "seed",
-    "sampling": "sampling",
     "arch": "model.arch",
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
     "lr": "optim.base_lr",
+    "sampling": "sampling",
     "sample_weight": "loss.sample_weight",
     "loss": "loss.name",
-    "output_dir": "runtime.output_dir",
+    "seed": "seed",
     "max_steps": "runtime.max_steps",
+    "checkpoint_every": "runtime.checkpoint_every_steps",
     "threads": "runtime.threads",
     "num_workers": "runtime.num_workers",
-    "checkpoint_every": "runtime.checkpoint_every_steps",
     "device": "runtime.device",
 }
-"""Command-line flag (argparse dest) -> key path it overrides."""
+"""The pretrainer's options (``--batch-size``, ``options: {batch_size: ...}``) -> the recipe key each sets."""
 
 
-def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> PretrainConfig:
-    """Read ``path`` (``None``: defaults only), apply ``overrides`` (key path -> value) and validate.
+def _recipe_option(key_path: str) -> Option:
+    *section, key = key_path.split(".")
+    return declared_options(SECTIONS[section[0]] if section else PretrainConfig)[key]
+
+
+def _override_option(key_path: str) -> Option:
+    """The option that sets ``key_path``: the key's own type, help and choices; no default (the recipe's)."""
+    option = _recipe_option(key_path)
+    kinds = tuple(kind for kind in option.types() if kind is not NULL)
+    kind = kinds[0] if len(kinds) == 1 else kinds
+    return Option(kind, None, f"{option.help} (sets {key_path})", option.choices)
+
+
+RUN_OPTIONS: Options = {name: _override_option(key_path) for name, key_path in OVERRIDES.items()}
+"""The options the ``lecl`` pretrainer declares: its ``--flags``, and a benchmark YAML ``pretrain:`` entry's
+``options:``."""
+
+
+def override_label(name: str) -> str:
+    """How a problem names an override: ``batch_size (--batch-size, sets optim.batch_size)``."""
+    flag = "--" + name.replace("_", "-")
+    return f"{name} ({flag}, sets {OVERRIDES[name]})" if name in OVERRIDES else name
+
+
+def load_config(path: str | Path | None, options: Mapping[str, Any] | None = None, *,
+                output: str | Path | None = None) -> PretrainConfig:
+    """Read the recipe ``path`` (``None``: defaults only), set the pretrainer ``options`` (names of
+    :data:`RUN_OPTIONS`; ``None`` values are left to the recipe) and ``output`` (``runtime.output_dir``,
+    relative to the working folder), and validate.
 
     Raises :class:`ConfigError` with one line per problem.
     """
@@ -263,68 +266,35 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
         base = path.parent
         data = {} if data is None else data
     where = str(path) if path is not None else "<defaults>"
-    problems = _Problems(where, lines)
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
-    data = _deep_copy(data)
-    for key_path, value in (overrides or {}).items():
-        if value is None:
-            continue
-        _set(data, key_path, value)
-        lines[key_path] = 0  # marks it as given on the command line
-    problems.cli = {k for k, v in (overrides or {}).items() if v is not None}
-
-    top: dict[str, Any] = {}
-    known = {**_TOP, **{name: None for name in SECTIONS}}
-    for key in data:
-        if key not in known:
-            problems.add(
-                str(key), f"unknown key{_suggest(str(key), known)}; expected one of: {', '.join(known)}"
-            )
-    for key, (default, _, types, choices) in _TOP.items():
-        value = data.get(key, default)
-        if _check(value, types, choices, key, problems):
-            top[key] = value
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        given = data.get(name) or {}
-        if not isinstance(given, dict):
-            problems.add(name, f"expected a mapping, got {type(given).__name__}")
-            given = {}
-        sections[name] = _section(cls, given, name, problems)
-    if problems.items:
-        raise ConfigError(problems.items[0], lines=problems.items)
-
-    runtime = sections["runtime"]
-    output = runtime["output_dir"]
+        raise ConfigError(f"{where}: expected a mapping of settings, got {describe(data)}")
+    problems = _Located(Problems(where, lines))
+    data = copy.deepcopy(data)
+    for name, value in _check_overrides(options, problems).items():
+        if _set(data, OVERRIDES[name], value):
+            problems.overridden[OVERRIDES[name]] = name
     if output is not None:
-        runtime["output_dir"] = str(_resolve(output, base, "runtime.output_dir" in problems.cli))
+        _set(data, "runtime.output_dir", str(Path(output).expanduser().resolve()))
+
+    recipe = problems.recipe
+    top = _checked(data, RECIPE, "", recipe, base)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        sections[name] = _checked(top.pop(name, None) or {}, declared_options(cls), name, recipe, base)
     plugins = []
-    for index, entry in enumerate(top["plugins"]):
-        if not isinstance(entry, str):
-            problems.add(f"plugins[{index}]", f"expected a path, got {type(entry).__name__}")
-            continue
-        resolved = (base / entry).expanduser().resolve()
-        if not resolved.exists():
-            problems.add(f"plugins[{index}]", f"plugin file or folder not found: {resolved}")
-        plugins.append(str(resolved))
+    for index, entry in enumerate(top.get("plugins", [])):
+        resolved = check_value(entry, _PLUGIN_PATH, f"plugins[{index}]", recipe, base)
+        if resolved is not INVALID:
+            plugins.append(resolved)
+    recipe.raise_if_any()
+
     config = PretrainConfig(
-        experiment=top["experiment"],
-        seed=top["seed"],
-        sampling=top["sampling"],
-        lesion_oversample=float(top["lesion_oversample"]),
-        plugins=tuple(plugins),
-        data=DataConfig(**sections["data"]),
-        model=ModelConfig(**sections["model"]),
-        augment=AugmentConfig(**sections["augment"]),
-        loss=LossSettings(**sections["loss"]),
-        optim=OptimConfig(**sections["optim"]),
-        runtime=RuntimeConfig(**runtime),
+        **{**top, "plugins": tuple(plugins)},
+        **{name: cls(**sections[name]) for name, cls in SECTIONS.items()},
         path=str(Path(path).resolve()) if path is not None else None,
     )
     _check_semantics(config, problems)
-    if problems.items:
-        raise ConfigError(problems.items[0], lines=problems.items)
+    recipe.raise_if_any()
     return config
 
 
@@ -332,68 +302,68 @@ def output_dir(config: PretrainConfig) -> Path:
     """The run folder: ``runtime.output_dir`` or ``runs/pretrain/<experiment>`` under the working folder."""
     if config.runtime.output_dir:
         return Path(config.runtime.output_dir)
-    return Path.cwd() / "runs" / "pretrain" / _safe(config.experiment)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "run"
+    return Path.cwd() / "runs" / "pretrain" / safe_filename(config.experiment)
 
 
 # --- checking ---------------------------------------------------------------------------------------
 
 
-class _Problems:
-    def __init__(self, where: str, lines: Mapping[str, int]) -> None:
-        self.where, self.lines = where, lines
-        self.items: list[str] = []
-        self.cli: set[str] = set()
+class _Located:
+    """Reports each problem where its value came from: the recipe (file, line, key), or the override that
+    set the key (see :func:`override_label`); one list of problems for both, in order."""
+
+    def __init__(self, recipe: Problems) -> None:
+        self.recipe = recipe
+        self.options = Problems("options")
+        self.options.items = recipe.items
+        self.overridden: dict[str, str] = {}
+        """Key path -> the name of the option that set it."""
 
     def add(self, key_path: str, message: str) -> None:
-        if key_path in self.cli:
-            flag = "--" + next(k for k, v in OVERRIDES.items() if v == key_path).replace("_", "-")
-            self.items.append(f"command line {flag} ({key_path}): {message}")
-            return
-        line = self.lines.get(key_path)
-        prefix = f"{self.where}:{line}" if line else self.where
-        self.items.append(f"{prefix}: {key_path}: {message}")
-
-
-def _section(cls: type, given: Mapping[str, Any], name: str, problems: _Problems) -> dict[str, Any]:
-    declared = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key in given:
-        if key not in declared:
-            problems.add(
-                f"{name}.{key}",
-                f"unknown key{_suggest(str(key), declared)}; expected one of: {', '.join(declared)}",
-            )
-    for key, spec in declared.items():
-        if key in given:
-            value = given[key]
-            if _check(value, spec.metadata["types"], spec.metadata["choices"], f"{name}.{key}", problems):
-                values[key] = float(value) if spec.metadata["types"] == NUMBER else value
+        name = self.overridden.get(key_path)
+        if name is None:
+            self.recipe.add(key_path, message)
         else:
-            values[key] = spec.default_factory() if spec.default is MISSING else spec.default
+            self.options.add(override_label(name), message)
+
+    def origin(self, key_path: str) -> str:
+        """``, from option NAME`` when an override set ``key_path`` (for messages quoting its value)."""
+        name = self.overridden.get(key_path)
+        return f", from option {name}" if name else ""
+
+
+def _check_overrides(options: Mapping[str, Any] | None, problems: _Located) -> dict[str, Any]:
+    """The given options, checked against :data:`RUN_OPTIONS` (the core has checked them already when they
+    come from its command line or a benchmark YAML; a direct caller's are checked here)."""
+    values = {}
+    for name, value in (options or {}).items():
+        if value is None:
+            continue
+        if name not in RUN_OPTIONS:
+            problems.options.add(name, f"unknown option{suggest(name, RUN_OPTIONS)}; expected one of: "
+                                       f"{', '.join(RUN_OPTIONS)}")
+            continue
+        checked = check_value(value, RUN_OPTIONS[name], override_label(name), problems.options)
+        if checked is not INVALID:
+            values[name] = checked
     return values
 
 
-def _check(
-    value: Any, types: tuple[type, ...], choices: tuple[Any, ...] | None, key: str, problems: _Problems
-) -> bool:
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-        problems.add(key, f"expected {names}, got {value!r}")
-        return False
-    if choices is not None and value not in choices:
-        problems.add(key, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
-        return False
-    return True
+def _checked(given: Any, declared: Options, prefix: str, problems: Problems, base: Path) -> dict[str, Any]:
+    """The checked keys of one mapping with the defaults of the missing ones, a fresh copy. A key set to
+    null takes its default when that default is null; ints given for float keys become floats (so the
+    fingerprint does not depend on ``1`` vs ``1.0``)."""
+    given = {key: value for key, value in given.items()
+             if not (value is None and key in declared and declared[key].default is None)}
+    values = copy.deepcopy(check_mapping(given, declared, prefix, problems, base=base))
+    for key, value in values.items():
+        if declared[key].type is float and isinstance(value, int):
+            values[key] = float(value)
+    return values
 
 
-def _check_semantics(c: PretrainConfig, problems: _Problems) -> None:
+def _check_semantics(c: PretrainConfig, problems: _Located) -> None:
+    """What a type cannot say: ranges, lengths, divisibility, windows."""
     from clear_bench.data.windowing import parse_window
 
     def positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -425,7 +395,8 @@ def _check_semantics(c: PretrainConfig, problems: _Problems) -> None:
     ]:
         positive(key, value, allow_zero=True)
     if c.optim.warmup_epochs > c.optim.epochs:
-        problems.add("optim.warmup_epochs", f"longer than optim.epochs ({c.optim.epochs})")
+        problems.add("optim.warmup_epochs",
+                      f"longer than optim.epochs ({c.optim.epochs}{problems.origin('optim.epochs')})")
     if not 0.0 <= c.optim.momentum <= 1.0:
         problems.add("optim.momentum", f"must lie in [0, 1], got {c.optim.momentum}")
     if c.optim.batch_size % c.optim.accum_steps:
@@ -476,30 +447,16 @@ def _check_semantics(c: PretrainConfig, problems: _Problems) -> None:
         problems.add("runtime.threads", f"must be >= 1, got {c.runtime.threads}")
 
 
-def _suggest(word: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _set(data: dict[str, Any], key_path: str, value: Any) -> None:
+def _set(data: dict[str, Any], key_path: str, value: Any) -> bool:
+    """Set ``key_path`` in the raw recipe; False (and unchanged) where a parent is not a mapping, which is
+    then reported as the recipe's own mistake."""
     node = data
     *parents, last = key_path.split(".")
     for key in parents:
-        if not isinstance(node.get(key), dict):
+        if node.get(key) is None:
             node[key] = {}
+        if not isinstance(node[key], dict):
+            return False
         node = node[key]
     node[last] = value
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
-
-
-def _resolve(value: str, base: Path, from_cli: bool) -> Path:
-    """YAML paths are relative to the YAML's folder; command-line paths to the working folder."""
-    root = Path.cwd() if from_cli else base
-    return (root / value).expanduser().resolve()
+    return True

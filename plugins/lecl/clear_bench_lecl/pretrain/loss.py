@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-LOSS_VARIANTS = ("lecl", "lecl-reference", "infonce")
+from clear_bench_lecl.pretrain.config import LOSS_VARIANTS
 
 
 @dataclass(frozen=True)

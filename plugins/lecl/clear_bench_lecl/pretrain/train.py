@@ -26,10 +26,12 @@ from torch.utils.data import DataLoader
 
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import ConfigError
-from clear_bench.specs import Preprocessing, ScanSource, resolve_options
+from clear_bench.extraction import resolve_device, resolve_precision
+from clear_bench.schema import Problems, check_mapping, read_yaml
+from clear_bench.specs import Preprocessing, ScanSource
 from clear_bench_lecl.backbones import build_backbone
 from clear_bench_lecl.checkpoint import save_encoder_checkpoint
-from clear_bench_lecl.pretrain.config import PretrainConfig, output_dir
+from clear_bench_lecl.pretrain.config import PretrainConfig, output_dir, training_values
 from clear_bench_lecl.pretrain.data import (
     Augment,
     BatchPlan,
@@ -74,15 +76,18 @@ class DistContext:
 
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the torchrun job described by the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``...)."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("runtime.device: cuda was asked for, but no CUDA device is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     ctx = DistContext(local_rank=local_rank)
+    try:
+        ctx.device = resolve_device(device)  # the core's: auto -> CUDA when available; this rank's GPU
+    except ConfigError as exc:
+        raise ConfigError(f"runtime.device: {exc}") from None
+    use_cuda = ctx.device.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        ctx.device = torch.device("cuda", local_rank)
+        if ctx.device.index is None:
+            ctx.device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(ctx.device)
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -93,7 +98,7 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 
 def run_pretraining(
-    config: PretrainConfig, resume: str | bool | None = None, source: ScanSource | None = None
+    config: PretrainConfig, resume: str | Path | bool | None = None, source: ScanSource | None = None
 ) -> Path | None:
     """Train as configured; returns the encoder checkpoint path, or ``None`` when stopped by ``max_steps``.
 
@@ -109,19 +114,19 @@ def run_pretraining(
 
 
 def build_source(config: PretrainConfig) -> ScanSource:
-    """The configured scan source, its options checked against the ones it declares."""
+    """The configured scan source, ``data.options`` checked against the options it declares (each problem
+    with the recipe's file and line) and nested components built by the core."""
+    from clear_bench.components import build_options
     from clear_bench.registry import load_registry
 
-    spec = load_registry(config.plugins).source(config.data.source)
-    declared = spec.options
-    unknown = [key for key in config.data.options if key not in declared]
-    if unknown:
-        expected = ", ".join(declared) or "no options"
-        raise ConfigError(
-            f"data.options: unknown option(s) {', '.join(unknown)} for source "
-            f"'{config.data.source}'; expected: {expected}"
-        )
-    return spec.build(resolve_options(declared, config.data.options))
+    registry = load_registry(config.plugins)
+    spec = registry.source(config.data.source)
+    recipe = Path(config.path) if config.path else None
+    problems = Problems(recipe or "<defaults>", read_yaml(recipe)[1] if recipe else {})
+    given = check_mapping(config.data.options, spec.options, "data.options", problems,
+                          base=recipe.parent if recipe else None, defaults=False)
+    problems.raise_if_any()
+    return spec.build(build_options(registry, spec.options, given))
 
 
 def slice_plan(config: PretrainConfig) -> SlicePlan:
@@ -297,7 +302,7 @@ class Trainer:
         self._barrier()
         return path
 
-    def resume_from(self, resume: str | bool) -> None:
+    def resume_from(self, resume: str | Path | bool) -> None:
         if resume is True:
             found = list_checkpoints(self.out, self.stem)
             if not found:
@@ -310,7 +315,7 @@ class Trainer:
             path = Path(str(resume))
         state = load_state(path)
         if state["training_fingerprint"] != self.config.training_fingerprint():
-            changed = _changed_keys(state["config"], self.config.to_dict())
+            changed = _changed_keys(training_values(state["config"]), training_values(self.config.to_dict()))
             raise ResumeError(
                 f"{path}: written by a run with other settings ({', '.join(changed) or '?'}); "
                 "resume with the same configuration or start a new output folder"
@@ -332,7 +337,7 @@ class Trainer:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def fit(self, resume: str | bool | None = None) -> Path | None:
+    def fit(self, resume: str | Path | bool | None = None) -> Path | None:
         """Train to the end (or to ``runtime.max_steps``); see :func:`run_pretraining`."""
         if resume:
             self.resume_from(resume)
@@ -537,14 +542,12 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
+    """bf16 autocast as the core resolves ``optim.precision`` for extraction (``auto``: bf16 on GPUs and
+    CPUs that compute it natively), or ``None`` for fp32; bf16 asked of a GPU without it is an error."""
+    if resolve_precision(precision, device) == "fp32":
         return None
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if precision == "bf16":
-            raise ConfigError("optim.precision: bf16 is not supported by this GPU; use fp32")
-        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("optim.precision: bf16 is not supported by this GPU; use fp32")
     return torch.bfloat16
 
 
@@ -573,11 +576,10 @@ def _plain_config(config: PretrainConfig) -> dict[str, Any]:
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The key paths whose values differ (a list and a tuple of the same items are equal)."""
     keys: list[str] = []
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{key}"
-        if key in ("runtime", "path"):
-            continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _changed_keys(a, b, path + ".")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
+
+from clear_bench.atomic import atomic_write, atomic_write_text
 
 COLUMNS = ("step", "epoch", "loss", "lr", "momentum", "images_per_s", "elapsed_s")
 
@@ -17,7 +18,7 @@ class LossLog:
         self.path = path
         rows = read_log(path) if resume_step and path.exists() else []
         rows = [row for row in rows if int(row["step"]) <= resume_step]
-        _write_atomic(path, rows)
+        _write_rows(path, rows)
         self._handle = path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=COLUMNS)
 
@@ -60,24 +61,19 @@ def plot_loss(csv_path: Path, png_path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".tmp", dir=png_path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, png_path)
+        atomic_write(png_path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """The header and ``rows``, replacing ``path`` atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def _fmt(value: float) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clear_bench.atomic import atomic_write_bytes
+from clear_bench.cache import safe_filename
 from clear_bench.errors import UserError
 
 STATE_FORMAT = "clear-bench/lecl-train-state"
@@ -27,9 +28,9 @@ class ResumeError(UserError):
 
 
 def checkpoint_stem(arch: str, mode: str, experiment: str) -> str:
-    """``{arch}-moco-{mode}-{experiment}``, the file-name stem of the seed's checkpoints."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "run"
-    return f"{arch}-moco-{mode}-{safe}"
+    """``{arch}-moco-{mode}-{experiment}``, the file-name stem of the seed's checkpoints (an experiment name
+    that is not a plain file name is made one by the core's :func:`safe_filename`, as the run folder is)."""
+    return f"{arch}-moco-{mode}-{safe_filename(experiment)}"
 
 
 def checkpoint_name(stem: str, epoch: int) -> str:

@@ -1,9 +1,10 @@
 """The embedding cache: one HDF5 file per (encoder, scan, preprocessing), content-addressed.
 
-An entry's key is a hash of everything that determines its numbers: the encoder (name, weights digest,
-architecture signature, build options, preprocessing), the slice plan, the autocast precision, the storage
-dtype, the clear-bench version and the scan's content fingerprint. Files live at
-``root/<encoder key>/<aa>/<key>.h5``, named by the hash alone, so no scan id ever reaches a file name.
+An entry's key is a hash of what it is the embeddings of: the encoder (name, weights digest, architecture
+signature, build options, preprocessing), the slice plan, the storage dtype, the clear-bench version and the
+scan's content fingerprint. The machine that extracted an entry does not enter its address: the autocast
+precision is recorded in the entry's provenance instead, so a CPU finds what a bf16 GPU extracted. Files
+live at ``root/<encoder key>/<aa>/<key>.h5``, named by the hash alone, so no scan id ever reaches a file name.
 
 Writes are atomic (:mod:`clear_bench.atomic`) and serialised per entry by a file lock. Every read validates
 the file (structure, sizes, checksum); a corrupt or partial entry is reported, removed and treated as
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 """Bumped when the layout of an entry file changes (enters every key)."""
+
+RECORDED_ONLY = frozenset({"precision"})
+"""Provenance fields an entry records that are not part of its key: how it was computed, not what of."""
 
 StorageDtype = Literal["float32", "float16"]
 _KEY_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{32}$")
@@ -144,8 +148,9 @@ class EmbeddingCache:
     # --- keys -------------------------------------------------------------------------------------------
 
     def describe(self, encoder: Encoder | Mapping[str, Any], plan: SlicePlan, scan_id: str,
-                 scan_fingerprint: str, *, precision: str = "fp32") -> dict[str, Any]:
-        """The provenance of an entry: every input of its key, JSON-serialisable, no patient data.
+                 scan_fingerprint: str) -> dict[str, Any]:
+        """The address of an entry: every input of its key, JSON-serialisable, no patient data. An entry's
+        provenance is this plus the fields of :data:`RECORDED_ONLY` (the precision it was computed at).
 
         ``encoder`` is an :class:`Encoder` or its :func:`encoder_description` (computed once per run)."""
         return {
@@ -153,20 +158,22 @@ class EmbeddingCache:
             "clear_bench_version": __version__,
             "encoder": dict(encoder) if isinstance(encoder, Mapping) else encoder_description(encoder),
             "slice_plan": {**asdict(plan), "fingerprint": plan.fingerprint()},
-            "precision": precision,
             "storage_dtype": self.storage_dtype,
             "scan_id": scan_id,
             "scan_fingerprint": scan_fingerprint,
         }
 
-    def key(self, encoder: Encoder | Mapping[str, Any], plan: SlicePlan, scan_id: str, scan_fingerprint: str,
-            *, precision: str = "fp32") -> str:
+    def key(self, encoder: Encoder | Mapping[str, Any], plan: SlicePlan, scan_id: str,
+            scan_fingerprint: str) -> str:
         """The entry key ``<encoder key>-<entry hash>``: a content hash of :meth:`describe`."""
-        return self.key_of(self.describe(encoder, plan, scan_id, scan_fingerprint, precision=precision))
+        return self.key_of(self.describe(encoder, plan, scan_id, scan_fingerprint))
 
     @staticmethod
     def key_of(description: Mapping[str, Any]) -> str:
-        return f"{stable_hash(description['encoder'], 16)}-{stable_hash(dict(description), 32)}"
+        """The key of an address from :meth:`describe`, or of an entry's provenance (its
+        :data:`RECORDED_ONLY` fields are left out, so both give the same key)."""
+        address = {k: v for k, v in description.items() if k not in RECORDED_ONLY}
+        return f"{stable_hash(address['encoder'], 16)}-{stable_hash(address, 32)}"
 
     def path(self, key: str) -> Path:
         """Where entry ``key`` lives; the key must be one this class made (hex only, so no path tricks)."""

@@ -87,7 +87,8 @@ class InstanceStream(IterableDataset):
 
     Events: ``("start", pos, key, provenance, n, slice_index, window_id)`` before the first rows of a scan,
     ``("cached", pos, key)``, ``("failed", pos, error, file)``, ``("corrupt", pos, reason)``. Rows of one
-    scan come from one worker, in order; ``pos`` names the scan of every row of ``images``.
+    scan come from one worker, in order; ``pos`` names the scan of every row of ``images``. ``precision``
+    is recorded in the provenance of the entries; it is not part of their key.
     """
 
     def __init__(self, jobs: list[Job], source: ScanSource, cache: EmbeddingCache,
@@ -127,9 +128,8 @@ class InstanceStream(IterableDataset):
         events: list[tuple[Any, ...]] = []
         try:
             fingerprint = self.source.fingerprint(job.scan_id)
-            provenance = self.cache.describe(self.encoder_desc, self.plan, job.scan_id, fingerprint,
-                                             precision=self.precision)
-            key = self.cache.key_of(provenance)
+            address = self.cache.describe(self.encoder_desc, self.plan, job.scan_id, fingerprint)
+            key = self.cache.key_of(address)
             if not self.force:
                 status = self.cache.inspect(key)
                 if status.state == "valid":
@@ -145,6 +145,7 @@ class InstanceStream(IterableDataset):
         except Exception as exc:
             events.append(("failed", job.pos, describe_error(exc), scan_location(self.source, job.scan_id)))
             return events, None
+        provenance = {**address, "precision": self.precision}
         return events, (key, provenance, images, slice_index, window_id)
 
 

@@ -43,7 +43,8 @@ _MAX_PENDING_WRITES = 4
 @dataclass
 class ExtractionReport:
     """What one extraction did: scans served from the cache, extracted now, failed; the entry key of every
-    scan that has one; corrupt entries that were recomputed; scans whose embeddings are not finite."""
+    scan that has one; corrupt entries that were recomputed; scans whose embeddings are not finite.
+    ``precision`` is the one the model ran at (entries served from the cache keep the one they record)."""
 
     encoder: str
     precision: str
@@ -110,8 +111,9 @@ def extract(
     """Embed every scan of ``scan_ids`` that has no valid cache entry yet, writing one entry per scan.
 
     The model is put in eval mode on ``device``; ``precision`` is resolved by :func:`encoder_precision`
-    and enters the cache key (read the bags back with the same ``precision`` and ``device``). Under
-    ``torchrun`` (``WORLD_SIZE > 1``) this rank takes ``scan_ids[rank::world]``. ``force`` recomputes
+    and recorded in each new entry's provenance. It is not part of the cache key: an entry is found again
+    whatever machine or precision reads it (an entry that exists is served, whichever precision made it).
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this rank takes ``scan_ids[rank::world]``. ``force`` recomputes
     entries that exist. Failures of single scans are recorded in the report; the run carries on.
     """
     if batch_size < 1 or num_workers < 0:

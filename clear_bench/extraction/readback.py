@@ -1,4 +1,4 @@
-"""Reading extracted embeddings back from the cache as bags, for the settings of the extraction."""
+"""Reading extracted embeddings back from the cache as bags, for any machine and precision."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 
 from clear_bench.cache import EmbeddingCache, encoder_description
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import DataError
 from clear_bench.evaluation.bags import Bag
-from clear_bench.extraction.device import Precision, encoder_precision, resolve_device
 from clear_bench.specs import Encoder, ScanSource
 
 
@@ -23,21 +21,20 @@ def load_bags(
     source: ScanSource,
     scan_ids: Sequence[str],
     *,
-    precision: Precision | str = "auto",
-    device: str | torch.device = "cpu",
     on_missing: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Bag]:
-    """The cached bags of ``scan_ids`` (float32), keyed by scan id, for the same settings as the extraction.
+    """The cached bags of ``scan_ids`` (float32), keyed by scan id, for ``encoder`` and ``plan``.
 
-    A missing entry raises :class:`DataError` listing the scans (or is left out with ``on_missing="skip"``);
-    non-finite embeddings raise :class:`DataError` naming the scan and the cache file.
+    The precision an entry was extracted at is recorded in its provenance, not in its key, so the bags are
+    found whichever device or precision extracted them. A missing entry raises :class:`DataError` listing
+    the scans (or is left out with ``on_missing="skip"``); non-finite embeddings raise :class:`DataError`
+    naming the scan and the cache file.
     """
-    resolved = encoder_precision(encoder, str(precision), resolve_device(device))
     desc = encoder_description(encoder)
     bags: dict[str, Bag] = {}
     missing: list[str] = []
     for scan_id in scan_ids:
-        key = cache.key(desc, plan, scan_id, source.fingerprint(scan_id), precision=resolved)
+        key = cache.key(desc, plan, scan_id, source.fingerprint(scan_id))
         entry = cache.get(key)
         if entry is None:
             missing.append(scan_id)
@@ -50,6 +47,6 @@ def load_bags(
         bags[scan_id] = Bag(embeddings, entry.slice_index, entry.window_id)
     if missing and on_missing == "raise":
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataError(f"no cached embeddings of encoder '{encoder.label}' ({resolved}) for {len(missing)} "
-                        f"scan(s): {shown}; run `clear-bench extract` first (cache: {cache.root})")
+        raise DataError(f"no cached embeddings of encoder '{encoder.label}' for {len(missing)} scan(s): "
+                        f"{shown}; run `clear-bench extract` first (cache: {cache.root})")
     return bags

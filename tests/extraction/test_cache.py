@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from clear_bench.atomic import temporaries
-from clear_bench.cache import EmbeddingCache, export_clear
+from clear_bench.cache import RECORDED_ONLY, EmbeddingCache, export_clear
 from clear_bench.data.slices import SlicePlan
 from clear_bench.extraction import slice_plan_for
 from clear_bench.naming import safe_filename
@@ -40,9 +40,9 @@ def encoder(tiny_vit):
 def test_round_trip_keeps_values_and_provenance_without_patient_fields(tmp_path, encoder):
     cache = EmbeddingCache(tmp_path)
     plan = slice_plan_for(encoder, windows=("soft-tissue", "lung"))
-    provenance = cache.describe(encoder, plan, "patient-0001", "f" * 64, precision="fp32")
+    provenance = {**cache.describe(encoder, plan, "patient-0001", "f" * 64), "precision": "fp32"}
     key = cache.key_of(provenance)
-    assert key == cache.key(encoder, plan, "patient-0001", "f" * 64, precision="fp32")
+    assert key == cache.key(encoder, plan, "patient-0001", "f" * 64)
     embeddings, slice_index, window_id = _entry(1)
     path = cache.put(key, embeddings, slice_index, window_id, provenance)
 
@@ -71,8 +71,8 @@ def test_round_trip_keeps_values_and_provenance_without_patient_fields(tmp_path,
 def test_key_changes_with_everything_that_determines_the_numbers(tmp_path, encoder, tiny_vit):
     cache = EmbeddingCache(tmp_path)
     plan = slice_plan_for(encoder)
-    base = cache.key(encoder, plan, "s1", "abc", precision="fp32")
-    assert base == EmbeddingCache(tmp_path / "elsewhere").key(encoder, plan, "s1", "abc", precision="fp32")
+    base = cache.key(encoder, plan, "s1", "abc")
+    assert base == EmbeddingCache(tmp_path / "elsewhere").key(encoder, plan, "s1", "abc")
     variants = {
         "window": cache.key(encoder, replace(plan, windows=("soft-tissue", "lung", "W350L50")), "s1", "abc"),
         "window level": cache.key(encoder, replace(plan, windows=("soft-tissue", "lung", "W1800L300")),
@@ -80,7 +80,6 @@ def test_key_changes_with_everything_that_determines_the_numbers(tmp_path, encod
         "slice step": cache.key(encoder, replace(plan, slice_step=2), "s1", "abc"),
         "scan content": cache.key(encoder, plan, "s1", "abd"),
         "scan id": cache.key(encoder, plan, "s2", "abc"),
-        "precision": cache.key(encoder, plan, "s1", "abc", precision="bf16"),
         "storage": EmbeddingCache(tmp_path, storage_dtype="float16").key(encoder, plan, "s1", "abc"),
         "weights": cache.key(replace(encoder, weights_digest="sha256:0123"), plan, "s1", "abc"),
         "seed": cache.key(tiny_vit(seed=1), plan, "s1", "abc"),
@@ -91,6 +90,26 @@ def test_key_changes_with_everything_that_determines_the_numbers(tmp_path, encod
     # the encoder part of the key (its folder) follows the weights, not the scan or the windows
     assert variants["window"].split("-")[0] == base.split("-")[0]
     assert variants["weights"].split("-")[0] != base.split("-")[0]
+
+
+def test_the_key_is_the_same_whatever_precision_or_machine_computed_the_entry(tmp_path, encoder):
+    cache = EmbeddingCache(tmp_path)
+    plan = slice_plan_for(encoder)
+    address = cache.describe(encoder, plan, "s1", "abc")
+    assert "precision" not in address and "device" not in address
+    assert set(RECORDED_ONLY) == {"precision"}
+    key = cache.key(encoder, plan, "s1", "abc")
+    assert key == cache.key_of(address)
+    for precision in ("bf16", "fp32"):
+        assert cache.key_of({**address, "precision": precision}) == key
+    with pytest.raises(TypeError):
+        cache.key(encoder, plan, "s1", "abc", precision="bf16")  # not an input of the key any more
+
+    embeddings, slice_index, window_id = _entry(7)
+    cache.put(key, embeddings, slice_index, window_id, {**address, "precision": "bf16"})
+    entry = cache.get(key)  # found by a reader that knows nothing of the writer's precision
+    assert entry is not None and entry.provenance["precision"] == "bf16"
+    assert cache.key_of(entry.provenance) == key
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip-value", "drop-dataset"])

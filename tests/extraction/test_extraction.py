@@ -44,7 +44,7 @@ def test_embeddings_are_finite_with_the_declared_dims_and_instance_order(tmp_pat
     assert sorted(report.extracted) == ids and not report.failed and not report.cached
     assert set(report.keys) == set(ids)
 
-    bags = load_bags(cache, vit, plan, source, ids, precision="fp32")
+    bags = load_bags(cache, vit, plan, source, ids)
     assert list(bags) == ids
     for scan_id, bag in bags.items():
         slices = source.load(scan_id).num_slices
@@ -64,8 +64,8 @@ def test_a_scan_alone_equals_the_same_scan_inside_a_batch_of_others(tmp_path, sc
     alone, mixed = EmbeddingCache(tmp_path / "alone"), EmbeddingCache(tmp_path / "mixed")
     extract(vit, source, [ids[2]], plan, alone, batch_size=4, num_workers=0, **FP32)
     extract(vit, source, ids, plan, mixed, batch_size=16, num_workers=2, **FP32)
-    one = load_bags(alone, vit, plan, source, [ids[2]], precision="fp32")[ids[2]]
-    among = load_bags(mixed, vit, plan, source, [ids[2]], precision="fp32")[ids[2]]
+    one = load_bags(alone, vit, plan, source, [ids[2]])[ids[2]]
+    among = load_bags(mixed, vit, plan, source, [ids[2]])[ids[2]]
     np.testing.assert_allclose(one.embeddings, among.embeddings, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(one.slice_index, among.slice_index)
 
@@ -101,8 +101,8 @@ def test_changing_the_window_or_the_weights_re_extracts(tmp_path, scans, vit, ti
     assert reseeded.weights_digest != vit.weights_digest
     new_weights = extract(reseeded, source, ids, plan, cache, batch_size=16, num_workers=0, **FP32)
     assert sorted(new_weights.extracted) == ids
-    a = load_bags(cache, vit, plan, source, ids[:1], precision="fp32")[ids[0]]
-    b = load_bags(cache, reseeded, plan, source, ids[:1], precision="fp32")[ids[0]]
+    a = load_bags(cache, vit, plan, source, ids[:1])[ids[0]]
+    b = load_bags(cache, reseeded, plan, source, ids[:1])[ids[0]]
     assert not np.allclose(a.embeddings, b.embeddings)
 
     again = extract(vit, source, ids, plan, cache, batch_size=16, num_workers=0, **FP32)
@@ -125,13 +125,13 @@ def test_a_corrupt_entry_is_detected_and_recomputed(tmp_path, scans, vit):
     cache = EmbeddingCache(tmp_path / "cache")
     plan = slice_plan_for(vit, windows=("bone",))
     first = extract(vit, source, ids, plan, cache, batch_size=16, num_workers=2, **FP32)
-    before = load_bags(cache, vit, plan, source, [ids[1]], precision="fp32")[ids[1]]
+    before = load_bags(cache, vit, plan, source, [ids[1]])[ids[1]]
     path = cache.path(first.keys[ids[1]])
     path.write_bytes(path.read_bytes()[:300])  # a torn file
 
     report = extract(vit, source, ids, plan, cache, batch_size=16, num_workers=2, **FP32)
     assert report.recomputed == [ids[1]] and report.extracted == [ids[1]] and len(report.cached) == 4
-    after = load_bags(cache, vit, plan, source, [ids[1]], precision="fp32")[ids[1]]
+    after = load_bags(cache, vit, plan, source, [ids[1]])[ids[1]]
     np.testing.assert_allclose(after.embeddings, before.embeddings, rtol=1e-4, atol=1e-5)
 
 
@@ -147,8 +147,8 @@ def test_a_scan_that_fails_to_load_is_recorded_and_the_rest_extract(tmp_path, sc
     assert failure.file == str(source.path(ids[1])) and "cannot read as NIfTI" in failure.error
     assert ids[1] in report.summary()
     with pytest.raises(DataError, match=ids[1]):
-        load_bags(cache, vit, plan, source, ids, precision="fp32")
-    bags = load_bags(cache, vit, plan, source, ids, precision="fp32", on_missing="skip")
+        load_bags(cache, vit, plan, source, ids)
+    bags = load_bags(cache, vit, plan, source, ids, on_missing="skip")
     assert sorted(bags) == sorted(report.extracted)
 
 
@@ -156,12 +156,12 @@ def test_non_finite_embeddings_are_a_data_error_naming_scan_and_file(tmp_path, s
     source, ids = scans
     cache = EmbeddingCache(tmp_path / "cache")
     plan = slice_plan_for(vit, windows=("soft-tissue",))
-    key = cache.key(vit, plan, ids[0], source.fingerprint(ids[0]), precision="fp32")
+    key = cache.key(vit, plan, ids[0], source.fingerprint(ids[0]))
     embeddings = np.zeros((3, vit.embed_dim), dtype=np.float32)
     embeddings[1, 5] = np.nan
     cache.put(key, embeddings, np.arange(3), np.zeros(3, dtype=np.int64), {"scan_id": ids[0]})
     with pytest.raises(DataError, match=rf"{ids[0]}.*NaN or infinite.*{cache.path(key).name}"):
-        load_bags(cache, vit, plan, source, ids[:1], precision="fp32")
+        load_bags(cache, vit, plan, source, ids[:1])
 
 
 def test_ranks_take_disjoint_shares_of_the_scans(tmp_path, scans, vit, monkeypatch):
@@ -183,17 +183,59 @@ def test_ranks_take_disjoint_shares_of_the_scans(tmp_path, scans, vit, monkeypat
 
 def test_bf16_autocast_runs_and_stays_close_to_fp32(tmp_path, scans, vit):
     source, ids = scans
-    cache = EmbeddingCache(tmp_path / "cache")
     plan = slice_plan_for(vit, windows=("soft-tissue",))
-    full = extract(vit, source, ids[:2], plan, cache, batch_size=16, num_workers=0, **FP32)
-    half = extract(vit, source, ids[:2], plan, cache, batch_size=16, num_workers=0, precision="bf16",
+    full_cache, half_cache = EmbeddingCache(tmp_path / "fp32"), EmbeddingCache(tmp_path / "bf16")
+    full = extract(vit, source, ids[:2], plan, full_cache, batch_size=16, num_workers=0, **FP32)
+    half = extract(vit, source, ids[:2], plan, half_cache, batch_size=16, num_workers=0, precision="bf16",
                    progress=False)
-    assert half.precision == "bf16" and sorted(half.extracted) == ids[:2]  # its own entries
-    assert set(half.keys.values()).isdisjoint(full.keys.values())
-    a = load_bags(cache, vit, plan, source, ids[:2], precision="fp32")[ids[0]].embeddings
-    b = load_bags(cache, vit, plan, source, ids[:2], precision="bf16")[ids[0]].embeddings
+    assert full.precision == "fp32" and half.precision == "bf16" and sorted(half.extracted) == ids[:2]
+    assert half.keys == full.keys  # the precision is no part of an entry's address
+    for scan_id in ids[:2]:
+        assert full_cache.get(full.keys[scan_id]).provenance["precision"] == "fp32"
+        assert half_cache.get(half.keys[scan_id]).provenance["precision"] == "bf16"
+    a = load_bags(full_cache, vit, plan, source, ids[:2])[ids[0]].embeddings
+    b = load_bags(half_cache, vit, plan, source, ids[:2])[ids[0]].embeddings
+    assert not np.array_equal(a, b)  # bf16 really ran
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.98
+
+
+def test_an_entry_written_at_bf16_is_found_by_a_reader_that_would_run_fp32(tmp_path, scans, vit):
+    source, ids = scans
+    plan = slice_plan_for(vit, windows=("lung",))
+    cache = EmbeddingCache(tmp_path / "cache")
+    half = extract(vit, source, ids, plan, cache, batch_size=16, num_workers=0, precision="bf16",
+                   progress=False)
+    assert half.precision == "bf16" and sorted(half.extracted) == ids
+
+    # an fp32 machine (a CPU without native bf16, say) reads the same entries: no model runs
+    counter = ForwardCounter(vit.model)
+    again = extract(vit, source, ids, plan, cache, batch_size=16, num_workers=0, **FP32)
+    assert again.precision == "fp32" and sorted(again.cached) == ids and not again.extracted
+    assert counter.calls == 0 and again.keys == half.keys
+    bags = load_bags(cache, vit, plan, source, ids)
+    assert sorted(bags) == sorted(ids)
+    for scan_id in ids:
+        entry = cache.get(half.keys[scan_id])
+        assert entry.provenance["precision"] == "bf16"  # what ran is recorded with the embeddings
+        assert cache.key_of(entry.provenance) == half.keys[scan_id]
+        np.testing.assert_array_equal(bags[scan_id].embeddings, entry.embeddings)
+
+    # recomputing at fp32 rewrites the entries in place and records the new precision
+    forced = extract(vit, source, ids[:1], plan, cache, batch_size=16, num_workers=0, force=True, **FP32)
+    assert forced.extracted == ids[:1] and forced.keys[ids[0]] == half.keys[ids[0]]
+    assert cache.get(half.keys[ids[0]]).provenance["precision"] == "fp32"
+    assert cache.get(half.keys[ids[1]]).provenance["precision"] == "bf16"
+
+
+def test_the_missing_scans_error_names_the_encoder_and_scans_but_no_precision(tmp_path, scans, vit):
+    source, ids = scans
+    plan = slice_plan_for(vit, windows=("lung",))
+    with pytest.raises(DataError) as caught:
+        load_bags(EmbeddingCache(tmp_path / "empty"), vit, plan, source, ids)
+    message = str(caught.value)
+    assert f"encoder '{vit.label}' for 5 scan(s): {', '.join(ids)}" in message
+    assert "fp32" not in message and "bf16" not in message
 
 
 def test_a_volume_encoder_gets_one_instance_per_window(tmp_path, scans, registry):
@@ -203,13 +245,13 @@ def test_a_volume_encoder_gets_one_instance_per_window(tmp_path, scans, registry
     cache, alone = EmbeddingCache(tmp_path / "cache"), EmbeddingCache(tmp_path / "alone")
     report = extract(encoder, source, ids, plan, cache, batch_size=64, num_workers=2, **FP32)
     assert sorted(report.extracted) == ids
-    bags = load_bags(cache, encoder, plan, source, ids, precision="fp32")
+    bags = load_bags(cache, encoder, plan, source, ids)
     for bag in bags.values():
         assert bag.embeddings.shape == (2, 16) and np.isfinite(bag.embeddings).all()
         np.testing.assert_array_equal(bag.slice_index, [-1, -1])
         np.testing.assert_array_equal(bag.window_id, [0, 1])
     extract(encoder, source, [ids[4]], plan, alone, batch_size=8, num_workers=0, **FP32)
-    one = load_bags(alone, encoder, plan, source, [ids[4]], precision="fp32")[ids[4]]
+    one = load_bags(alone, encoder, plan, source, [ids[4]])[ids[4]]
     np.testing.assert_allclose(one.embeddings, bags[ids[4]].embeddings, rtol=1e-4, atol=1e-5)
 
 

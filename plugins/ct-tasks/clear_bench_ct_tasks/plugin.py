@@ -1,4 +1,4 @@
-"""Hooks of the CT tasks plugin: dataset sources and clinical tasks.
+"""Hooks of the CT tasks plugin: dataset sources, clinical tasks and ``clear-bench data cohort``.
 
 Each hook imports its module when called, so loading the plugin stays cheap.
 """
@@ -6,7 +6,7 @@ Each hook imports its module when called, so loading the plugin stays cheap.
 from __future__ import annotations
 
 from clear_bench import hookimpl
-from clear_bench.specs import SourceSpec, TaskSpec
+from clear_bench.specs import CommandSpec, SourceSpec, TaskSpec
 
 
 @hookimpl
@@ -22,3 +22,9 @@ def clear_bench_tasks() -> list[TaskSpec]:
 
     return list(TASK_SPECS)
 
+
+@hookimpl
+def clear_bench_commands() -> list[CommandSpec]:
+    from clear_bench_ct_tasks.cohort import COHORT_COMMAND
+
+    return [COHORT_COMMAND]

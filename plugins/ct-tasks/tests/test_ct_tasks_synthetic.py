@@ -31,6 +31,7 @@ def test_plugin_registers_sources_and_tasks(registry):
     assert {"lesion-location", "lung-disease", "staging", "csv", "csv-multiclass"} <= set(registry.tasks)
     assert {"synthetic", "folder", "seed-png", "deeplesion", "samples"} <= set(registry.sources)
     assert registry.task("staging").label_type == "multiclass"
+    assert registry.commands["cohort"].spec.parent == "data"
 
 
 def test_tasks_on_the_synthetic_source(registry):

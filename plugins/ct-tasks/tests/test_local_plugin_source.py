@@ -6,8 +6,10 @@ import textwrap
 from pathlib import Path
 
 import clear_bench_ct_tasks.plugin
+import numpy as np
 import pytest
 
+from clear_bench.cli import main
 from clear_bench.components import load_task
 from clear_bench.errors import ConfigError
 from clear_bench.registry import load_registry
@@ -67,3 +69,17 @@ def test_a_local_plugin_source_serves_the_csv_task(tmp_path, plugin_file):
     with pytest.raises(ConfigError, match="task 'staging': source 'tiny' carries no stage labels"):
         load_task(registry, registry.task("staging"), {"source": "tiny"})
 
+
+def test_data_commands_see_a_plugin_source(tmp_path, plugin_file, capsys):
+    assert main(["--plugin", str(plugin_file), "data", "cohort", "--source", "tiny", "-o", "count=2",
+                 "--export", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "source 'tiny': 2 scans" in printed and "exported 2 scans" in printed
+    assert "labelled" not in printed  # the tiny source carries no labels: no table, no CSV
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny-0.nii.gz", "tiny-1.nii.gz"]
+    assert main(["--plugin", str(plugin_file), "data", "show", "tiny-1", "--source", "tiny",
+                 "--out", str(tmp_path / "tiny.png"), "--count", "2"]) == 0
+    assert "tiny-1: 3 slices" in capsys.readouterr().out
+    reread = load_registry([Path(clear_bench_ct_tasks.plugin.__file__)], installed=False)
+    volume = reread.source("folder").build({"root": str(tmp_path / "out")}).load("tiny-1").volume
+    np.testing.assert_array_equal(volume, np.ones((3, 16, 16)))

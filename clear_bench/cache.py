@@ -334,10 +334,11 @@ class _Corrupt(Exception):
 
 
 def export_clear(entries: Mapping[str, CachedEmbeddings], out_dir: str | Path, *,
-                 index_name: str = "index.csv") -> dict[str, Path]:
+                 index_name: str = "index.csv", reference: bool = False) -> dict[str, Path]:
     """Write entries in the public CLEAR layout: ``out_dir/{scan_id}.h5`` with dataset ``feats [N, D]``
     float32 (plus ``slice_index`` and ``window_id``). Ids that are not plain file names are sanitised;
-    ``index_name`` (a CSV) maps every scan id to its file. Returns ``{scan_id: path}``."""
+    ``index_name`` (a CSV) maps every scan id to its file; ``reference`` marks a non-learned reference
+    encoder's files. Returns ``{scan_id: path}``."""
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -356,6 +357,7 @@ def export_clear(entries: Mapping[str, CachedEmbeddings], out_dir: str | Path, *
             h5.attrs["encoder"] = str(encoder.get("name", ""))
             h5.attrs["weights_digest"] = str(encoder.get("weights_digest", ""))
             h5.attrs["random_init"] = bool(encoder.get("random_init", False))
+            h5.attrs["reference"] = reference
             h5.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
 
         write_h5_atomic(path, fill)

@@ -168,7 +168,8 @@ _COMPONENT_KEYS: dict[str, Option] = {
 }
 _ENCODER_KEYS: dict[str, Option] = {
     **_COMPONENT_KEYS,
-    "pretrain": Option(dict, None, "train this encoder first: {name: PRETRAINER, config: FILE, args: [...]}"),
+    "pretrain": Option(dict, None,
+                       "train this encoder first: {name: PRETRAINER, config: FILE, options: {...}}"),
 }
 _PRETRAIN_KEYS: dict[str, Option] = {
     "name": Option(str, None, "registered pretrainer", required=True),

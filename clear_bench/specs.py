@@ -210,10 +210,12 @@ class PretrainRun(Protocol):
     """How a pretrainer trains: returns the path of the final encoder checkpoint."""
 
     def __call__(self, config: Path | None, output_dir: Path | None, *, resume: bool | Path = False,
-                 options: Mapping[str, Any] | None = None) -> Path:
+                 options: Mapping[str, Any] | None = None) -> Path | None:
         """Train from the recipe ``config`` into ``output_dir`` (``None``: the recipe's own choice);
         ``resume`` continues from the newest training state there (or from the given state file);
-        ``options`` are checked values of the spec's declared options, overriding the recipe."""
+        ``options`` are checked values of the spec's declared options, overriding the recipe. Returns
+        the final encoder checkpoint, or ``None`` when the run stopped early on purpose (a step limit)
+        and left a training state to resume from."""
         ...
 
 

@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     show.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                       help="source option (YAML value), repeatable, e.g. -o patients=20 -o preset=hard")
 
-    registry = load_registry(commands.early_plugin_paths)
+    registry = commands.early_registry()
     for name, entry in sorted(registry.commands.items()):
         spec = entry.spec
         if spec.parent != "data":

@@ -9,7 +9,8 @@ from clear_bench.specs import EncoderSpec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("plugins", help="list encoders, tasks, sources, aggregators, pretrainers",
+    parser = subparsers.add_parser("plugins",
+                                   help="list every encoder, task, source, head, metric, pretrainer, command",
                                    description="List every registered component and where it comes from.")
     parser.add_argument("--kind", choices=KINDS, help="only this kind")
     parser.add_argument("--measure", action="store_true",
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA = {"encoders": ("input", "embed dim", "weights"), "tasks": ("labels", "metric")}
+_EXTRA = {"encoders": ("input", "embed dim", "weights"), "tasks": ("labels", "metric"),
+          "metrics": ("applies to", "better"), "commands": ("command",)}
 
 
 def _row(kind: str, name: str, entry: Registered, *, measure: bool = False) -> list[str]:
@@ -44,6 +46,11 @@ def _row(kind: str, name: str, entry: Registered, *, measure: bool = False) -> l
         extra = [spec.input_kind, dim, spec.weights_source or "-"]
     elif kind == "tasks":
         extra = [spec.label_type, spec.metric]
+    elif kind == "metrics":
+        extra = [", ".join(spec.label_types), "higher" if spec.higher_is_better else "lower"]
+    elif kind == "commands":
+        extra = [f"clear-bench {spec.parent + ' ' if spec.parent else ''}{spec.name}"]
+        return [name, provider.distribution, provider.version, *extra, spec.help]
     return [name, provider.distribution, provider.version, *extra, spec.description]
 
 
@@ -57,7 +64,7 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _measured_dim(spec: EncoderSpec) -> str:
     """The embedding dim of the default architecture, measured on a random-init build (never a table)."""
-    from clear_bench.extraction import build_encoder
+    from clear_bench.components import build_encoder
 
     options = {"weights": "random"} if "weights" in spec.options else {}
     try:

@@ -133,3 +133,13 @@ def test_create_encoder_refuses_an_unknown_option() -> None:
         clear_bench.create_encoder("lecl-vit", archh="vit_tiny_patch16")
 
 
+
+
+def test_building_a_component_checks_the_options_it_is_given() -> None:
+    registry = load_registry()
+    spec = registry.task("lesion-location")
+    with pytest.raises(ConfigError) as error:
+        load_task(registry, spec, {"source": {"name": "synthetic", "patient": 3, "slices": "many"}})
+    lines = error.value.lines
+    assert any("patient: unknown option (did you mean 'patients'?)" in line for line in lines)
+    assert any("source 'synthetic': slices: expected int, got str 'many'" in line for line in lines)

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from clear_bench.extraction import build_encoder
+from clear_bench.components import build_encoder
 from clear_bench.registry import Registry, load_registry
 from clear_bench.specs import Encoder, ScanSource
 

@@ -8,11 +8,13 @@ import h5py
 import pytest
 
 from clear_bench.cache import EmbeddingCache
+from clear_bench.cli import configure_logging
 from clear_bench.commands import extract as extract_command
 from clear_bench.errors import ConfigError
 
 
 def _run(argv: list[str]) -> int:
+    configure_logging()  # progress lines on stdout, as the console script shows them
     parser = argparse.ArgumentParser(prog="clear-bench")
     parser.add_argument("--plugin", action="append", default=[])
     extract_command.add_parser(parser.add_subparsers(dest="command"))
@@ -85,7 +87,7 @@ def test_bad_flags_are_config_errors_naming_the_option(tmp_path, plugin_file):
             f"folder={tmp_path}", "--cache-dir", str(tmp_path / "cache")]
     with pytest.raises(ConfigError, match="--option depth: unknown option of encoder 'tiny-cnn'"):
         _run([*base, "--encoder", "tiny-cnn", "--option", "depth=2"])
-    with pytest.raises(ConfigError, match="--option width=wide: expected int"):
+    with pytest.raises(ConfigError, match="--option width: expected int, got str 'wide'"):
         _run([*base, "--encoder", "tiny-cnn", "--option", "width=wide"])
     with pytest.raises(ConfigError, match="nothing to extract"):
         _run(["--plugin", str(plugin_file), "extract"])

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from clear_bench.cache import EmbeddingCache
+from clear_bench.components import build_encoder
 from clear_bench.errors import DataError
-from clear_bench.extraction import build_encoder, extract, load_bags, slice_plan_for
+from clear_bench.extraction import extract, load_bags, slice_plan_for
 
 FP32 = {"precision": "fp32", "progress": False}
 
@@ -258,7 +259,8 @@ def test_a_volume_encoder_gets_one_instance_per_window(tmp_path, scans, registry
 _CHILD = """
 import sys
 from clear_bench.cache import EmbeddingCache
-from clear_bench.extraction import build_encoder, extract, slice_plan_for
+from clear_bench.components import build_encoder
+from clear_bench.extraction import extract, slice_plan_for
 from clear_bench.registry import load_registry
 plugin, folder, cache_dir = sys.argv[1:4]
 registry = load_registry([plugin], installed=False)

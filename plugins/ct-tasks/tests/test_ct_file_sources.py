@@ -64,8 +64,10 @@ def test_folder_source_errors(registry, tmp_path):
         registry.source("folder").build({"root": str(tmp_path)})
     with pytest.raises(DataError, match="folder not found"):
         registry.source("folder").build({"root": str(tmp_path / "nope")})
-    with pytest.raises(ConfigError, match="root"):
-        load_task(registry, registry.task("csv"), {"source": {"name": "folder"}, "csv": "x.csv"})
+    (tmp_path / "x.csv").write_text("image,y\n")
+    with pytest.raises(ConfigError, match="source 'folder': root: required option is missing"):
+        load_task(registry, registry.task("csv"),
+                  {"source": {"name": "folder"}, "csv": str(tmp_path / "x.csv")})
 
 
 def test_csv_tasks_join_labels_to_scans(registry, ct_folder):
@@ -104,7 +106,7 @@ def test_csv_with_an_unknown_patient_names_the_file(registry, ct_folder):
     table.write_text("image,label\npat_a,maybe\n")
     with pytest.raises(DataError, match="line 2: column 'label'"):
         load_task(registry, registry.task("csv"), {"source": source, "csv": str(table)})
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(ConfigError, match=r"task 'csv': csv: file not found: .*none\.csv"):
         load_task(registry, registry.task("csv"), {"source": source, "csv": str(table.with_name("none.csv"))})
 
 

@@ -73,5 +73,6 @@ def test_source_options_are_checked(registry, tmp_path):
         load_benchmark(bench, load_registry())
     with pytest.raises(ConfigError, match="preset"):
         registry.source("synthetic").build({"preset": "impossible"})
-    with pytest.raises(ConfigError, match="source"):
-        load_task(registry, registry.task("csv"), {"csv": "x.csv"})
+    (tmp_path / "x.csv").write_text("image,y\n")
+    with pytest.raises(ConfigError, match="task 'csv': source: required option is missing"):
+        load_task(registry, registry.task("csv"), {"csv": str(tmp_path / "x.csv")})

@@ -1,23 +1,11 @@
-"""Building a registered encoder with its recorded options, and the slice plan that feeds it."""
+"""The slice plan that feeds an encoder: its input size, channels and kind, with the run's windows."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 from clear_bench.data.slices import SlicePlan
-from clear_bench.specs import Encoder, EncoderSpec, resolve_options
-
-
-def build_encoder(spec: EncoderSpec, options: Mapping[str, Any] | None = None) -> Encoder:
-    """Build a registered encoder; its options (bar weight paths) are recorded for the cache key."""
-    values = resolve_options(spec.options, options)
-    encoder = spec.build(values)
-    if not encoder.options:
-        encoder.options = {k: v for k, v in values.items()
-                           if not (k in spec.options and spec.options[k].type is Path)}
-    return encoder
+from clear_bench.specs import Encoder
 
 
 def slice_plan_for(encoder: Encoder, *, windows: Sequence[str] = ("soft-tissue", "lung", "bone"),

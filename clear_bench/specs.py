@@ -206,13 +206,19 @@ class AggregatorSpec:
     options: Options = field(default_factory=dict)
 
 
+RESUME_IF_PRESENT = "if-present"
+"""``resume`` value of a benchmark run: continue from the newest training state when the output folder has
+one, start afresh otherwise (a run killed before its first state must not block every later run)."""
+
+
 class PretrainRun(Protocol):
     """How a pretrainer trains: returns the path of the final encoder checkpoint."""
 
-    def __call__(self, config: Path | None, output_dir: Path | None, *, resume: bool | Path = False,
+    def __call__(self, config: Path | None, output_dir: Path | None, *, resume: bool | Path | str = False,
                  options: Mapping[str, Any] | None = None) -> Path | None:
         """Train from the recipe ``config`` into ``output_dir`` (``None``: the recipe's own choice);
-        ``resume`` continues from the newest training state there (or from the given state file);
+        ``resume=True`` continues from the newest training state there (an error without one), a path
+        from that state file, :data:`RESUME_IF_PRESENT` from the newest state if there is one;
         ``options`` are checked values of the spec's declared options, overriding the recipe. Returns
         the final encoder checkpoint, or ``None`` when the run stopped early on purpose (a step limit)
         and left a training state to resume from."""

@@ -14,7 +14,7 @@ from clear_bench.config import BenchmarkConfig, ComponentRef
 from clear_bench.errors import DataError, WeightsNotFoundError
 from clear_bench.naming import safe_filename
 from clear_bench.registry import Registry
-from clear_bench.specs import AggregatorSpec, EncoderSpec, TaskData, TaskSpec, stable_hash
+from clear_bench.specs import RESUME_IF_PRESENT, AggregatorSpec, EncoderSpec, TaskData, TaskSpec, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ def resolve_pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Pa
     if not train:
         raise WeightsNotFoundError(f"encoder '{ref.id}' has not been pretrained yet (no checkpoint under "
                                    f"{folder}); `clear-bench run` trains it")
-    resume = folder.is_dir() and any(folder.iterdir())
     log.info("encoder %s: pretraining with %s (%s) into %s", ref.id, spec.name, ref.pretrain.config.name,
              folder)
-    checkpoint = spec.run(ref.pretrain.config, folder, resume=resume, options=dict(ref.pretrain.options))
+    checkpoint = spec.run(ref.pretrain.config, folder, resume=RESUME_IF_PRESENT,
+                          options=dict(ref.pretrain.options))
     if checkpoint is None:
         raise DataError(f"pretrainer '{spec.name}' returned no checkpoint for encoder '{ref.id}'")
     atomic_write_text(marker, json.dumps({"checkpoint": str(checkpoint), "key": key}))

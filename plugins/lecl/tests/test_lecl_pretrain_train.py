@@ -103,3 +103,24 @@ def test_loss_log_and_curve_are_written(straight: Path) -> None:
     assert float(rows[0]["lr"]) == 0.0  # warm-up starts at zero, as in MoCo v3
     (png,) = straight.glob("*-loss.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_benchmark_run_resumes_if_a_state_exists_and_starts_afresh_otherwise(
+        straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed before its first training state leaves only a loss log: the next benchmark run must
+    start afresh there, not fail on resume (``RESUME_IF_PRESENT``, what ``clear-bench run`` passes)."""
+    from clear_bench.specs import RESUME_IF_PRESENT
+
+    (spec,) = pretrainer_specs()
+    out = tmp_path / "killed-early"
+    out.mkdir()
+    (out / "stray-loss.csv").write_text("step,loss\n")
+    recipe = tiny_config(tmp_path, "resume", **SETTINGS)
+    assert spec.run(recipe, out, resume=RESUME_IF_PRESENT, options={"max_steps": 2}) is None
+    assert "resumed from" not in capsys.readouterr().out
+    encoder = spec.run(recipe, out, resume=RESUME_IF_PRESENT)
+    assert "resumed from" in capsys.readouterr().out
+    (uninterrupted,) = straight.glob("*-encoder.pt")
+    state_a = torch.load(uninterrupted, weights_only=True)["state_dict"]
+    state_b = torch.load(encoder, weights_only=True)["state_dict"]
+    assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)

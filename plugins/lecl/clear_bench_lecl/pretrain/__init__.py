@@ -17,14 +17,15 @@ from clear_bench.specs import PretrainerSpec
 from clear_bench_lecl.pretrain.config import RUN_OPTIONS, load_config
 
 
-def run(config: Path | None, output_dir: Path | None, *, resume: bool | Path = False,
+def run(config: Path | None, output_dir: Path | None, *, resume: bool | Path | str = False,
         options: Mapping[str, Any] | None = None) -> Path | None:
     """Train with the recipe ``config``, the ``options`` of :data:`~.config.RUN_OPTIONS` setting its keys,
     into ``output_dir`` (``None``: the recipe's ``runtime.output_dir``).
 
-    ``resume``: ``True`` continues from the newest training state of the output folder, a path from that
-    state file. Returns the final encoder checkpoint, or ``None`` when ``max_steps`` stopped the run
-    before its end (a training state is then written; resume later).
+    ``resume``: ``True`` continues from the newest training state of the output folder
+    (``"if-present"``: when there is one), a path from that state file. Returns the final encoder
+    checkpoint, or ``None`` when ``max_steps`` stopped the run before its end (a training state is then
+    written; resume later).
     """
     if config is None:
         raise ConfigError("lecl: a pretraining recipe is required (--config FILE; see benchmarks/pretrain/)")

@@ -28,7 +28,7 @@ from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import ConfigError
 from clear_bench.extraction import resolve_device, resolve_precision
 from clear_bench.schema import Problems, check_mapping, read_yaml
-from clear_bench.specs import Preprocessing, ScanSource
+from clear_bench.specs import RESUME_IF_PRESENT, Preprocessing, ScanSource
 from clear_bench_lecl.backbones import build_backbone
 from clear_bench_lecl.checkpoint import save_encoder_checkpoint
 from clear_bench_lecl.pretrain.config import PretrainConfig, output_dir, training_values
@@ -102,7 +102,8 @@ def run_pretraining(
 ) -> Path | None:
     """Train as configured; returns the encoder checkpoint path, or ``None`` when stopped by ``max_steps``.
 
-    ``resume`` is a training-state checkpoint path, ``True`` for the newest one in the output folder, or
+    ``resume`` is a training-state checkpoint path, ``True`` for the newest one in the output folder,
+    ``"if-present"`` for the newest one when there is one (a fresh start otherwise), or
     ``None``. ``source`` replaces the configured scan source (for callers that hold one already).
     """
     ctx = init_distributed(config.runtime.device)
@@ -303,6 +304,11 @@ class Trainer:
         return path
 
     def resume_from(self, resume: str | Path | bool) -> None:
+        if resume == RESUME_IF_PRESENT:  # a benchmark run: continue when a state exists, else start afresh
+            found = list_checkpoints(self.out, self.stem)
+            if not found:
+                return
+            resume = found[-1]
         if resume is True:
             found = list_checkpoints(self.out, self.stem)
             if not found:

@@ -11,18 +11,17 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clear_bench.cache import EmbeddingCache, export_clear
-from clear_bench.components import build_component, build_encoder
 from clear_bench.config import SECTIONS, default_cache_dir, load_benchmark_with_plugins
 from clear_bench.errors import ConfigError
-from clear_bench.extraction import ExtractionReport, extract, rank_and_world, resolve_device, slice_plan_for
 from clear_bench.naming import safe_filename
-from clear_bench.pipeline.extract import extract_embeddings
-from clear_bench.pipeline.plan import plan_run
 from clear_bench.registry import load_registry
 from clear_bench.schema import add_flags, given_flags, parse_assignments, resolve_options
+
+if TYPE_CHECKING:  # torch-heavy: imported when extracting, not when the command line is built
+    from clear_bench.cache import EmbeddingCache
+    from clear_bench.extraction import ExtractionReport
 
 _PLAN_FLAGS = SECTIONS["preprocessing"]
 
@@ -71,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _extract_benchmark(args: argparse.Namespace) -> list[tuple[str, str, ExtractionReport]]:
     """Every encoder of the YAML on the labelled scans of every task: the run's extract stage."""
+    from clear_bench.cache import EmbeddingCache
+    from clear_bench.extraction import resolve_device
+    from clear_bench.pipeline.extract import extract_embeddings
+    from clear_bench.pipeline.plan import plan_run
+
     config, registry = load_benchmark_with_plugins(args.config, args.plugin)
     config = replace(
         config, cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else config.cache_dir,
@@ -94,6 +98,10 @@ def _extract_benchmark(args: argparse.Namespace) -> list[tuple[str, str, Extract
 
 def _extract_one(args: argparse.Namespace) -> list[tuple[str, str, ExtractionReport]]:
     """One encoder on one source, both given with flags."""
+    from clear_bench.cache import EmbeddingCache
+    from clear_bench.components import build_component, build_encoder
+    from clear_bench.extraction import extract, resolve_device, slice_plan_for
+
     registry = load_registry(args.plugin)
     encoder_spec = registry.encoder(args.encoder)
     source_spec = registry.source(args.source)
@@ -122,6 +130,9 @@ def _extract_one(args: argparse.Namespace) -> list[tuple[str, str, ExtractionRep
 
 
 def _export(cache: EmbeddingCache, report: ExtractionReport, folder: Path, *, reference: bool) -> None:
+    from clear_bench.cache import export_clear
+    from clear_bench.extraction import rank_and_world
+
     rank, world = rank_and_world()
     entries = {}
     for scan_id, key in report.keys.items():

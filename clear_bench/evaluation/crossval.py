@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from clear_bench.evaluation.bags import PaddedBags
 from clear_bench.evaluation.splits import Splits
 from clear_bench.evaluation.training import TrainConfig, fold_seed, predict, train_fold
 from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
+
+log = logging.getLogger(__name__)
 
 EVAL_CODE_VERSION = "2"
 """Bumped whenever a change to training or prediction would change fold results."""
@@ -104,8 +107,7 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
                  label_names: Sequence[str], splits: Splits, aggregator: AggregatorSpec,
                  options: Mapping[str, Any] | None, config: TrainConfig, *, bagset_fingerprint: str,
                  results_dir: str | Path | None = None, code_version: str = "",
-                 folds: Sequence[int] | None = None, control: str = "",
-                 log: Callable[[str], None] | None = None) -> CrossValResult:
+                 folds: Sequence[int] | None = None, control: str = "") -> CrossValResult:
     """Train and evaluate ``aggregator`` on every fold of ``splits`` (or the given ``folds``).
 
     ``bags`` must hold every scan of ``splits``; ``labels`` maps scan id -> label vector (TaskData
@@ -127,17 +129,15 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
         path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
         if path is not None and path.exists():
             result.folds.append(load_fold(path))
-            if log:
-                log(f"fold {index}: reused {path.name}")
+            log.debug("fold %d: reused %s", index, path.name)
             continue
         fold_result = _train_and_predict(bags, targets, label_type, n_outputs, splits, index, key,
                                          lambda: aggregator.build(bags.dim, n_outputs, resolved), config)
         if path is not None:
             save_fold(fold_result, path)
         result.folds.append(fold_result)
-        if log:
-            log(f"fold {index}: best epoch {fold_result.best_epoch}/{len(fold_result.curve)}, "
-                f"{fold_result.seconds:.1f} s")
+        log.debug("fold %d: best epoch %d/%d, %.1f s", index, fold_result.best_epoch, len(fold_result.curve),
+                  fold_result.seconds)
     return result
 
 

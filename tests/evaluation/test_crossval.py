@@ -3,6 +3,8 @@ content-addressed fold results."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -34,13 +36,13 @@ def data():
     return bags, labels, splits, pad_bags(bags, splits.scan_ids)
 
 
-def run(data, results_dir=None, folds=None, aggregator="abmil", log=None, **config):
+def run(data, results_dir=None, folds=None, aggregator="abmil", **config):
     _, labels, splits, padded = data
     settings = {"epochs": 4, "lr": 5e-3, "batch_size": 16, "patience": 4, "max_instances": 16, **config}
     options = OPTIONS if aggregator == "abmil" else {"hidden_dim": 16}
     return run_crossval(padded, labels, "multilabel", ["a", "b"], splits, SPECS[aggregator], options,
                         TrainConfig(**settings), bagset_fingerprint="bags-v1", results_dir=results_dir,
-                        folds=folds, log=log)
+                        folds=folds)
 
 
 def test_every_fold_starts_from_fresh_seeded_weights_and_nothing_carries_over(data):
@@ -124,23 +126,27 @@ def test_class_balance_weights():
     torch.testing.assert_close(weights, torch.tensor([9 / 24, 9 / 8, 9 / 4, 1.0]))  # rare classes weigh more
 
 
-def test_finished_folds_are_reused_not_retrained(data, tmp_path):
-    messages: list[str] = []
-    first = run(data, results_dir=tmp_path, log=messages.append)
+def test_finished_folds_are_reused_not_retrained(data, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="clear_bench.evaluation.crossval")
+
+    def messages() -> list[str]:
+        return [record.getMessage() for record in caplog.records]
+
+    first = run(data, results_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 3 and not list(tmp_path.glob(".*tmp"))
-    assert not any("reused" in m for m in messages)
-    messages.clear()
-    second = run(data, results_dir=tmp_path, log=messages.append)
-    assert sum("reused" in m for m in messages) == 3
+    assert not any("reused" in m for m in messages())
+    caplog.clear()
+    second = run(data, results_dir=tmp_path)
+    assert sum("reused" in m for m in messages()) == 3
     for a, b in zip(first.folds, second.folds, strict=True):
         assert a.key == b.key
         np.testing.assert_array_equal(a.test_probs, b.test_probs)
         assert a.curve == b.curve
         for x, y in zip(a.slice_index + a.window_id, b.slice_index + b.window_id, strict=True):
             np.testing.assert_array_equal(x, y)
-    messages.clear()
-    run(data, results_dir=tmp_path, log=messages.append, lr=1e-2)  # a changed hyper-parameter: new keys
-    assert not any("reused" in m for m in messages)
+    caplog.clear()
+    run(data, results_dir=tmp_path, lr=1e-2)  # a changed hyper-parameter: new keys
+    assert not any("reused" in m for m in messages())
     assert len(list(tmp_path.glob("*.npz"))) == 6
 
 

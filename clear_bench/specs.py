@@ -148,6 +148,17 @@ class LabelledSource(Protocol):
         ...
 
 
+@runtime_checkable
+class PatientSource(Protocol):
+    """Optional capability of a :class:`ScanSource` that knows which patient each scan belongs to, so
+    folds keep a patient's scans together."""
+
+    def patient_id(self, scan_id: str) -> str | None:
+        """A pseudonymous patient id of ``scan_id`` (never a raw DICOM value: hash it with a salt), or
+        ``None`` when unknown. A source with one scan per patient returns the scan id."""
+        ...
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """A dataset source: ``build(options)`` returns a :class:`ScanSource`."""
@@ -170,7 +181,9 @@ class TaskData:
     labels: dict[str, np.ndarray]
     source: ScanSource
     patient_of: dict[str, str] | None = None
-    """Pseudonymous patient of each scan id, when a patient has several scans (they share a fold)."""
+    """Pseudonymous patient of each labelled scan id (its scans share a fold). ``None`` when the task does
+    not know patients; folds are then scan-level and the board says so. A task fills it from a label
+    CSV's patient column, else from a :class:`PatientSource`."""
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,8 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
         problems.add("", f"expected a mapping of settings, got {describe(data)}")
         raise ConfigError(problems.items[0], lines=problems.items)
 
-    top = check_mapping(data, _TOP, "", problems)
-    sections = {name: check_mapping(top.get(name) or {}, schema, name, problems)
+    top = check_mapping(data, _TOP, "", problems, base=path.parent)
+    sections = {name: check_mapping(top.get(name) or {}, schema, name, problems, base=path.parent)
                 for name, schema in _SECTIONS.items() if isinstance(top.get(name, {}), dict)}
     base = path.parent
     plugin_paths: list[Path] = []
@@ -290,12 +290,12 @@ def _resolve(base: Path, value: str | None) -> Path | None:
 def _check_pretrain(entry: Any, key: str, base: Path, problems: Problems) -> PretrainRef | None:
     if entry is None:
         return None
-    fields = check_mapping(entry, _PRETRAIN_KEYS, key, problems)
+    fields = check_mapping(entry, _PRETRAIN_KEYS, key, problems, base=base)
     if "name" not in fields or "config" not in fields:
         return None
-    config = (base / str(fields["config"])).resolve()
+    config = Path(fields["config"])
     if not config.is_file():
-        problems.add(f"{key}.config", f"file not found: {config}")
+        problems.add(f"{key}.config", f"not a file: {config}")
     return PretrainRef(fields["name"], config, dict(fields.get("options") or {}))
 
 
@@ -316,7 +316,7 @@ def _check_components(entries: Any, kind: str, base: Path,
             continue
         before = len(problems.items)
         schema = _ENCODER_KEYS if kind == "encoders" else _COMPONENT_KEYS
-        fields = check_mapping(entry, schema, key, problems)
+        fields = check_mapping(entry, schema, key, problems, base=base)
         pretrain = _check_pretrain(fields.get("pretrain"), f"{key}.pretrain", base, problems)
         if len(problems.items) > before or "name" not in fields:
             continue

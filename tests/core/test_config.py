@@ -205,3 +205,26 @@ def test_every_command_taking_a_yaml_reports_all_problems_at_once(bench, capsys)
         assert code == 2, command
         assert f"error: {path}:2: encoders[0].name: unknown encoder 'nope'" in err, command
         assert f"error: {path}:4: device: expected str, got int 3" in err, command
+
+
+def test_pretrain_entry_paths_are_taken_from_the_yaml_folder_and_options_checked(
+        bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "tiny.yaml").write_text("experiment: tiny\n")
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders:
+          - name: toy-encoder
+            pretrain: {name: lecl, config: recipes/tiny.yaml, options: {epochs: 2}}
+        tasks: [toy-task]
+    """)
+    monkeypatch.chdir(tmp_path.parent)  # another working folder: the YAML's folder still anchors paths
+    config = load_benchmark(path, load_registry([path.parent / "toy_plugin.py"]))
+    [encoder] = config.encoders
+    assert encoder.pretrain.config == (tmp_path / "recipes" / "tiny.yaml").resolve()
+    assert encoder.pretrain.options == {"epochs": 2}
+    text = path.read_text().replace("epochs: 2", "epochs: two").replace("tiny.yaml", "none.yaml")
+    path.write_text(text)
+    lines = problems_of(path)
+    assert any("encoders[0].pretrain.config: file not found:" in line and "none.yaml" in line for line in lines)
+    assert any("encoders[0].pretrain.options.epochs: expected int, got str 'two'" in line for line in lines)

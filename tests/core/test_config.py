@@ -226,5 +226,6 @@ def test_pretrain_entry_paths_are_taken_from_the_yaml_folder_and_options_checked
     text = path.read_text().replace("epochs: 2", "epochs: two").replace("tiny.yaml", "none.yaml")
     path.write_text(text)
     lines = problems_of(path)
-    assert any("encoders[0].pretrain.config: file not found:" in line and "none.yaml" in line for line in lines)
+    assert any("encoders[0].pretrain.config: file not found:" in line and "none.yaml" in line
+               for line in lines)
     assert any("encoders[0].pretrain.options.epochs: expected int, got str 'two'" in line for line in lines)

@@ -223,9 +223,9 @@ def test_pretrain_entry_paths_are_taken_from_the_yaml_folder_and_options_checked
     [encoder] = config.encoders
     assert encoder.pretrain.config == (tmp_path / "recipes" / "tiny.yaml").resolve()
     assert encoder.pretrain.options == {"epochs": 2}
-    text = path.read_text().replace("epochs: 2", "epochs: two").replace("tiny.yaml", "none.yaml")
-    path.write_text(text)
-    lines = problems_of(path)
+    path.write_text(path.read_text().replace("epochs: 2", "epochs: two"))
+    assert any("encoders[0].pretrain.options.epochs: expected int, got str 'two'" in line
+               for line in problems_of(path))
+    path.write_text(path.read_text().replace("tiny.yaml", "none.yaml"))
     assert any("encoders[0].pretrain.config: file not found:" in line and "none.yaml" in line
-               for line in lines)
-    assert any("encoders[0].pretrain.options.epochs: expected int, got str 'two'" in line for line in lines)
+               for line in problems_of(path))

@@ -41,6 +41,12 @@ class DeepLesionRecord:
     noisy: bool
     split: int  # 1 train, 2 validation, 3 test (0 when absent)
 
+    @property
+    def patient(self) -> str:
+        """DeepLesion's patient index (``Patient_index``): the first part of the series name, as written
+        there (``"000001"``). Already a pseudonym of the dataset; sources hash it like any patient field."""
+        return self.series.split("_", 1)[0]
+
 
 def read_deeplesion_info(path: str | Path) -> dict[str, list[DeepLesionRecord]]:
     """Rows of a DeepLesion ``DL_info.csv`` grouped by series folder name."""

@@ -5,6 +5,10 @@ ImagePositionPatient, ImageOrientationPatient, PixelSpacing, RescaleSlope/Interc
 compressed transfer syntax that pydicom cannot decode here falls back to SimpleITK (GDCM). Slices are
 ordered by their position along the slice normal, and the volume is reoriented to LPS so that axis 0 runs
 inferior -> superior, rows anterior -> posterior and columns patient right -> left.
+
+The one identifying tag read is ``PatientID``: :func:`find_series` hashes it at once into a pseudonymous
+patient (salted, see :mod:`clear_bench.data.patients`) so that scans of one patient can share a fold; the
+raw value is neither kept, nor logged, nor returned.
 """
 
 from __future__ import annotations
@@ -16,21 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
+from clear_bench.data.patients import dicom_patient
 from clear_bench.data.scan import Scan
 from clear_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 
 _HEADER_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
-                "InstanceNumber", "SOPClassUID", "NumberOfFrames", "Modality"]
+                "InstanceNumber", "SOPClassUID", "NumberOfFrames", "Modality", "PatientID"]
 
 
 @dataclass
 class SeriesInfo:
-    """One series found in a folder: its UID (kept in memory only), files and slice count."""
+    """One series found in a folder: its UID (kept in memory only), files and slice count, and its
+    pseudonymous patient (``None`` when the PatientID is empty, a placeholder, or differs between files)."""
 
     uid: str
     files: list[Path] = field(default_factory=list)
+    patient: str | None = None
 
     @property
     def pseudonym(self) -> str:
@@ -48,13 +55,17 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def find_series(folder: str | Path, recursive: bool = False) -> list[SeriesInfo]:
-    """The image series under ``folder``, largest first; files that are not DICOM images are skipped."""
+def find_series(folder: str | Path, recursive: bool = False,
+                patient_salt: str | None = None) -> list[SeriesInfo]:
+    """The image series under ``folder``, largest first; files that are not DICOM images are skipped.
+    Each series' ``patient`` is its PatientID hashed with ``patient_salt`` (default: see
+    :func:`clear_bench.data.patients.patient_salt`)."""
     import pydicom
 
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
     by_uid: dict[str, SeriesInfo] = {}
+    patients: dict[str, set[str | None]] = {}
     for path in sorted(p for p in folder.glob(pattern) if p.is_file()):
         if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
             continue
@@ -64,6 +75,15 @@ def find_series(folder: str | Path, recursive: bool = False) -> list[SeriesInfo]
             raise DataError(f"{path}: unreadable DICOM header ({exc})") from exc
         uid = str(header.get("SeriesInstanceUID", "") or f"no-series-uid:{folder}")
         by_uid.setdefault(uid, SeriesInfo(uid)).files.append(path)
+        patients.setdefault(uid, set()).add(dicom_patient(str(header.get("PatientID", "") or ""),
+                                                          patient_salt))
+    for uid, series in by_uid.items():
+        found = patients[uid]
+        if len(found) == 1:
+            series.patient = next(iter(found))
+        else:
+            log.warning("%s: the files of series %s carry %d different PatientIDs; its patient is unknown",
+                        folder, series.pseudonym, len(found))
     return sorted(by_uid.values(), key=lambda s: (-len(s.files), s.pseudonym))
 
 

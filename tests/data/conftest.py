@@ -19,8 +19,11 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing: Sequence[float] = 
                        slope: float = 1.0, intercept: float = -1024.0, series_uid: str | None = None,
                        row_dir=(1.0, 0.0, 0.0), col_dir=(0.0, 1.0, 0.0), origin=(-90.0, -120.0, 40.0),
                        shuffle_seed: int | None = 0, prefix: str = "img", without_pixels: int | None = None,
+                       patient_id: str | None = "MRN-0042", patient_ids: Sequence[str] | None = None,
                        ) -> list[Path]:
-    """One CT series as single-frame files (with identifying fields, as a hospital export has them)."""
+    """One CT series as single-frame files (with identifying fields, as a hospital export has them);
+    ``patient_ids`` gives each file its own PatientID (a damaged export), else every file has
+    ``patient_id`` (``None``: no PatientID element)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -42,7 +45,10 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing: Sequence[float] = 
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN-0042", "19700101"
+        ds.PatientName, ds.PatientBirthDate = "Doe^Jane", "19700101"
+        file_patient = patient_ids[n] if patient_ids is not None else patient_id
+        if file_patient is not None:
+            ds.PatientID = file_patient
         ds.InstitutionName = "General Hospital"
         ds.Modality = "CT"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid

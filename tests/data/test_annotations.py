@@ -38,6 +38,7 @@ def test_deeplesion_info(tmp_path):
     assert first.box == (226.1, 90.3, 300.0, 150.2)
     assert first.spacing == (5.0, 0.7, 0.7) and first.slice_range == (107, 111) and first.split == 3
     assert second.lesion_type == "lung" and second.noisy
+    assert first.patient == "000001" and info["000002_02_01"][0].patient == "000002"  # Patient_index
     assert info["000002_02_01"][0].lesion_type is None  # -1: type unknown (training split)
     assert "Patient_age" not in repr(first) and "60" not in repr(first.__dict__.get("split"))
     boxes = deeplesion_boxes(info["000001_01_01"], [107, 108, 109, 110, 111, 112])

@@ -3,6 +3,12 @@ DeepLesion, and the public sample CTs.
 
 Each source lists its scans when built (cheap: names and headers), reads a scan only in ``load``, and
 fingerprints a scan by the bytes of its files (memoised by size and modification time).
+
+Every source here is a :class:`~clear_bench.specs.PatientSource`: ``patient_id(scan_id)`` is the
+pseudonymous patient of a scan, so that folds keep a patient's scans together. DICOM series and DeepLesion
+hash their patient field with a salt (the ``patient_salt`` option, see :mod:`clear_bench.data.patients`);
+the seed layout and the sample CTs have one scan per patient (the patient is the scan id); NIfTI / NRRD /
+MHA files carry no patient (``None``: a task's label CSV can say it, ``patient_column``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from clear_bench.data.annotations import (
 )
 from clear_bench.data.dicom import SeriesInfo, find_series, read_dicom_series
 from clear_bench.data.files import files_digest, safe_id, scan_stem
+from clear_bench.data.patients import dicom_patient, pseudonymous_patient
 from clear_bench.data.readers import VolumeFileReader, is_volume_file, read_scan
 from clear_bench.data.scan import Scan
 from clear_bench.data.seed_png import list_png_slices, read_seed_png
@@ -67,13 +74,17 @@ class FolderSource:
     """Every NIfTI / NRRD / MHA file and every DICOM series under ``root``. Ids are file names without
     extension, or folder names for DICOM series (``<folder>-s<k>`` when a folder holds several series).
     With ``masks``, a segmentation with the same name (optionally ``_mask``, ``_seg``, ``-label``...)
-    gives lesion boxes (connected components per slice)."""
+    gives lesion boxes (connected components per slice).
+
+    Patients: a DICOM series' patient is its PatientID hashed with ``patient_salt`` (``None`` when the
+    PatientID is empty or an anonymiser's placeholder); a volume file has no patient (``None``)."""
 
     name = "folder"
 
     def __init__(self, root: Path, masks: Path | None = None, mask_label: str | None = None,
-                 recursive: bool = False) -> None:
+                 recursive: bool = False, patient_salt: str | None = None) -> None:
         self.root, self.masks, self.mask_label = root, masks, mask_label
+        self._salt = patient_salt
         self._entries: dict[str, tuple[Path, SeriesInfo | None]] = {}
         self._digests = _Digests()
         self._discover(recursive)
@@ -111,7 +122,7 @@ class FolderSource:
 
     def _series_in(self, folder: Path) -> list[tuple[str, Path, SeriesInfo | None]]:
         try:
-            series = find_series(folder)
+            series = find_series(folder, patient_salt=self._salt)
         except DataError as exc:  # one unreadable header must not hide the other scans
             log.warning("%s", exc)
             return []
@@ -166,6 +177,16 @@ class FolderSource:
     def fingerprint(self, scan_id: str) -> str:
         return self._digests.of(self._files(scan_id), {"mask_label": self.mask_label})
 
+    def patient_id(self, scan_id: str) -> str | None:
+        """The salted hash of a DICOM series' PatientID; ``None`` for volume files and unknown IDs."""
+        series = self._lookup(scan_id)[1]
+        return series.patient if series is not None else None
+
+    def reveals_patient(self, scan_id: str, value: str) -> bool:
+        """Whether ``value`` (a label CSV's patient cell) is the raw DICOM PatientID of ``scan_id``."""
+        patient = self.patient_id(scan_id)
+        return patient is not None and dicom_patient(value, self._salt) == patient
+
     def load(self, scan_id: str) -> Scan:
         path, series = self._lookup(scan_id)
         if series is not None:
@@ -184,14 +205,19 @@ class FolderSource:
 def build_folder(options: Mapping[str, Any]) -> FolderSource:
     values = resolve_options(FOLDER_OPTIONS, options)
     masks = Path(values["masks"]).expanduser() if values["masks"] else None
-    return FolderSource(_root(values), masks, values["mask_label"], bool(values["recursive"]))
+    return FolderSource(_root(values), masks, values["mask_label"], bool(values["recursive"]),
+                        values["patient_salt"])
 
+
+_SALT = Option(str, None, "salt of the hashed patient ids (default: $CLEAR_BENCH_PATIENT_SALT, else the "
+               "public 'clear-bench-patients-v1'; set a secret one before split files leave your site)")
 
 FOLDER_OPTIONS: dict[str, Option] = {
     "root": Option(Path, None, "folder of NIfTI/NRRD/MHA files and DICOM series folders", required=True),
     "masks": Option(Path, None, "folder of lesion masks named like the scans (optional)"),
     "mask_label": Option(str, None, "lesion type of the mask boxes, e.g. lung"),
     "recursive": Option(bool, False, "also look in sub-folders (ids join the relative path with _)"),
+    "patient_salt": _SALT,
 }
 
 
@@ -200,7 +226,10 @@ FOLDER_OPTIONS: dict[str, Option] = {
 
 class SeedPngSource:
     """One sub-folder of pre-windowed PNG slices per patient under ``root`` (id: the folder name), with
-    optional whole-slice lesion boxes from the seed lesion CSV ``image,lesion_present,patient_id``."""
+    optional whole-slice lesion boxes from the seed lesion CSV ``image,lesion_present,patient_id``.
+
+    One folder is one patient and one scan: ``patient_id(scan_id) == scan_id``, the folder name, which is
+    also the lesion CSV's ``patient_id`` (the seed's own pseudonym)."""
 
     name = "seed-png"
 
@@ -221,6 +250,10 @@ class SeedPngSource:
         if scan_id not in self._folders:
             raise DataError(f"{self.root}: no patient folder '{scan_id}'")
         return self._folders[scan_id]
+
+    def patient_id(self, scan_id: str) -> str:
+        self.path(scan_id)  # an unknown id is an error
+        return scan_id
 
     def fingerprint(self, scan_id: str) -> str:
         files = list_png_slices(self.path(scan_id))
@@ -259,13 +292,18 @@ def build_seed_png(options: Mapping[str, Any]) -> SeedPngSource:
 class DeepLesionSource:
     """DeepLesion's ``Images_png/<patient>_<study>_<series>/<slice>.png`` (16-bit, HU + 32768) with the
     key-slice boxes and coarse lesion types of ``DL_info.csv``. A series is one scan; only series present
-    on disk are served. Lesion-location labels exist for series whose every lesion has a known type."""
+    on disk are served. Lesion-location labels exist for series whose every lesion has a known type.
+
+    Patients: the series ``<patient>_<study>_<series>`` belongs to patient ``<patient>`` (DL_info's
+    ``Patient_index``), hashed with ``patient_salt`` like every patient field; a patient's studies and
+    series then share a fold."""
 
     name = "deeplesion"
 
     def __init__(self, images: Path, info: Path, include_noisy: bool = True,
-                 splits: list[int] | None = None) -> None:
+                 splits: list[int] | None = None, patient_salt: str | None = None) -> None:
         self.images = images
+        self._salt = patient_salt
         records = read_deeplesion_info(info)
         self._records = {
             series: [r for r in rows if include_noisy or not r.noisy]
@@ -293,6 +331,10 @@ class DeepLesionSource:
 
     def fingerprint(self, scan_id: str) -> str:
         return self._digests.of(self._slices(scan_id), [r.__dict__ for r in self._records[scan_id]])
+
+    def patient_id(self, scan_id: str) -> str | None:
+        self.path(scan_id)  # an unknown id is an error
+        return pseudonymous_patient(self._records[scan_id][0].patient, self._salt)
 
     def load(self, scan_id: str) -> Scan:
         from PIL import Image
@@ -330,6 +372,7 @@ DEEPLESION_OPTIONS: dict[str, Option] = {
     "images": Option(Path, None, "Images_png folder (default: <root>/Images_png)"),
     "include_noisy": Option(bool, True, "keep lesions flagged Possibly_noisy"),
     "splits": Option(list, None, "Train_Val_Test splits to keep (1 train, 2 val, 3 test; default all)"),
+    "patient_salt": _SALT,
 }
 
 
@@ -341,14 +384,17 @@ def build_deeplesion(options: Mapping[str, Any]) -> DeepLesionSource:
     if not images.is_dir():
         raise DataError(f"{images}: DeepLesion Images_png folder not found")
     splits = [int(s) for s in values["splits"]] if values["splits"] else None
-    return DeepLesionSource(images, info, bool(values["include_noisy"]), splits)
+    return DeepLesionSource(images, info, bool(values["include_noisy"]), splits, values["patient_salt"])
 
 
 # --- public sample CTs ------------------------------------------------------------------------------------
 
 
 class SamplesSource:
-    """The public sample CTs (``clear-bench data samples``), lung tumour masks as lesion boxes."""
+    """The public sample CTs (``clear-bench data samples``), lung tumour masks as lesion boxes.
+
+    Each sample is a different public case (the packages record no patient, and the DICOM sample's
+    PatientID is empty), taken as one patient each: ``patient_id(scan_id) == scan_id``."""
 
     name = "samples"
 
@@ -375,6 +421,10 @@ class SamplesSource:
         if scan_id not in self._paths:
             raise DataError(f"no sample CT '{scan_id}' (known: {', '.join(self._paths)})")
         return self._paths[scan_id]
+
+    def patient_id(self, scan_id: str) -> str:
+        self._entry(scan_id)  # an unknown id is an error
+        return scan_id
 
     def fingerprint(self, scan_id: str) -> str:
         sample = self._entry(scan_id).sample

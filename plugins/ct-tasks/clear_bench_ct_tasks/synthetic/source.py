@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 class SyntheticSource:
     """``patients`` procedural CT scans. Patient ``i`` depends only on (seed, i, generator parameters), so a
-    larger cohort extends a smaller one with the same seed."""
+    larger cohort extends a smaller one with the same seed.
+
+    One scan per patient: the patient of a scan is the scan itself, ``patient_id(scan_id) == scan_id``
+    (a :class:`~clear_bench.specs.PatientSource` that says so, so that boards are patient-level)."""
 
     name = "synthetic"
 
@@ -36,6 +39,11 @@ class SyntheticSource:
 
     def scan_ids(self) -> list[str]:
         return list(self._ids)
+
+    def patient_id(self, scan_id: str) -> str:
+        """``scan_id`` itself: every synthetic patient has exactly one scan."""
+        self._lookup(scan_id)
+        return scan_id
 
     def plan(self, scan_id: str) -> PatientPlan:
         """The clinical story and geometry of one patient (cheap: no pixels)."""

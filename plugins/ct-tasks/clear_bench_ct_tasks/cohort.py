@@ -3,8 +3,9 @@
     clear-bench data cohort [--source NAME] [-o patients=20 ...] [--generate] [--export DIR]
 
 ``--export DIR`` writes ``<id>.nii.gz`` volumes and one ``<task>.csv`` per task the source carries labels
-for, the layout the ``folder`` source and the ``csv`` tasks read back. This module is imported when the
-registry is loaded: only the standard library and the core's specs at module level.
+for, the layout the ``folder`` source and the ``csv`` tasks read back; the CSVs carry a ``patient_id``
+column (the source's pseudonymous patients) when the source knows every scan's patient. This module is
+imported when the registry is loaded: only the standard library and the core's specs at module level.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from clear_bench.components import build_component
     from clear_bench.registry import load_registry
     from clear_bench.schema import parse_assignments
-    from clear_bench.specs import LabelledSource
+    from clear_bench.specs import LabelledSource, PatientSource
     from clear_bench_ct_tasks.tasks import TASK_SPECS
 
     registry = load_registry(getattr(args, "plugin", None) or ())
@@ -77,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{'exported' if export else 'generated'} {len(ids)} scans in {elapsed:.1f} s "
               f"({elapsed / max(len(ids), 1):.2f} s per scan)")
         if export is not None:
+            patients = ({s: source.patient_id(s) for s in ids} if isinstance(source, PatientSource)
+                        else {})
             for task_name, (names, labels, kind) in tables.items():
-                write_labels(export / f"{task_name}.csv", names, labels, kind)
+                write_labels(export / f"{task_name}.csv", names, labels, kind, patients)
             print(f"volumes and label CSVs in {export}")
     return 0
 
@@ -97,21 +100,31 @@ def write_nifti(path: Path, scan: Scan) -> None:
         sitk.WriteImage(image, str(tmp), True)
 
 
-def write_labels(path: Path, names: Sequence[str], labels: Mapping[str, Any], kind: str) -> None:
+def write_labels(path: Path, names: Sequence[str], labels: Mapping[str, Any], kind: str,
+                 patients: Mapping[str, str | None] | None = None) -> None:
     """One label CSV: ``image`` and a 0/1 column per label, or ``image`` and the class name (``stage`` for
-    the staging task), as the csv tasks and ``labels_csv`` read it."""
+    the staging task), as the csv tasks and ``labels_csv`` read it. With ``patients`` (pseudonymous, as a
+    :class:`~clear_bench.specs.PatientSource` gives them) naming every labelled scan, a ``patient_id``
+    column follows ``image``."""
     from clear_bench.atomic import atomic_write_text
+
+    patients = patients or {}
+    with_patients = bool(labels) and all(patients.get(scan_id) for scan_id in labels)
+    lead = ["image", "patient_id"] if with_patients else ["image"]
+
+    def first(scan_id: str) -> list[str]:
+        return [scan_id, str(patients[scan_id])] if with_patients else [scan_id]
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if kind == "multiclass":
-        writer.writerow(["image", "stage" if path.stem == "staging" else "label"])
+        writer.writerow([*lead, "stage" if path.stem == "staging" else "label"])
         for scan_id, value in labels.items():
-            writer.writerow([scan_id, names[int(value[0])]])
+            writer.writerow([*first(scan_id), names[int(value[0])]])
     else:
-        writer.writerow(["image", *names])
+        writer.writerow([*lead, *names])
         for scan_id, value in labels.items():
-            writer.writerow([scan_id, *(int(v) for v in value)])
+            writer.writerow([*first(scan_id), *(int(v) for v in value)])
     atomic_write_text(path, buffer.getvalue())
 
 

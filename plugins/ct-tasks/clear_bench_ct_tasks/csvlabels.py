@@ -3,13 +3,17 @@
 Every problem is a :class:`DataError` naming the CSV file, and the column or row. An id in the CSV that the
 source does not serve is an error by default (``missing: skip`` to ignore such rows); a scan without a
 row, or with an empty cell, is simply left unlabelled.
+
+Patients: :func:`csv_patients` reads a patient column (its values used as given: the user's own
+pseudonyms); :func:`ct_rate_patient` reads the patient from a CT-RATE volume name
+(``train_123_a_1``: patient ``train_123``, scan ``a``, reconstruction ``1``).
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,8 @@ from clear_bench.errors import DataError
 _TRUE = {"1", "1.0", "true", "yes", "y", "positive", "pos", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "negative", "neg", "f"}
 _ROMAN = {"I": 0, "II": 1, "III": 2, "IV": 3}
+CT_RATE_NAME = re.compile(r"^(?P<patient>(?:train|valid|test)_\d+)_(?P<scan>[A-Za-z]+)_(?P<recon>\d+)$")
+"""A CT-RATE ``VolumeName`` without its extension: ``<split>_<patient>_<scan>_<reconstruction>``."""
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -98,6 +104,33 @@ def class_labels(path: str | Path, id_column: str, column: str, known_ids: Itera
     if len(set(values.values())) < 2 and values:
         raise DataError(f"{path}: column '{column}' holds a single class; nothing to predict")
     return names, labels
+
+
+def csv_patients(path: str | Path, id_column: str, column: str, scan_ids: Iterable[str],
+                 reveals: Callable[[str, str], bool] | None = None) -> dict[str, str]:
+    """The patient of each of ``scan_ids`` from the CSV's ``column``, used as given; a scan whose cell is
+    empty (or that has no row) is left out. ``reveals(scan_id, value)`` flags a value that is a raw
+    identifier of the scan (its DICOM PatientID): that is an error naming the line, never the value."""
+    path = Path(path)
+    header, rows = read_csv(path)
+    require_columns(path, header, [id_column, column])
+    out: dict[str, str] = {}
+    for line, scan_id, row in _join(path, rows, id_column, scan_ids, "skip"):
+        value = row.get(column, "")
+        if not value:
+            continue
+        if reveals is not None and reveals(scan_id, value):
+            raise DataError(f"{path}: line {line}: column '{column}' holds the DICOM PatientID of scan "
+                            f"'{scan_id}'; give a pseudonym instead (patient ids are written to the split "
+                            "files)")
+        out[scan_id] = value
+    return out
+
+
+def ct_rate_patient(scan_id: str) -> str | None:
+    """The patient of a CT-RATE volume name (``train_123_a_1`` -> ``train_123``), else ``None``."""
+    match = CT_RATE_NAME.match(scan_id)
+    return match.group("patient") if match else None
 
 
 def _join(path: Path, rows: list[dict[str, str]], id_column: str, known_ids: Iterable[str],

@@ -4,6 +4,15 @@ Every task takes ``source`` (a name or ``{name: ..., options...}``; the syntheti
 the core builds from its registry: ``load(options)`` receives the built :class:`ScanSource`. Labels come
 from the source itself when it carries them (a :class:`LabelledSource`: the synthetic cohort, DeepLesion's
 lesion types), or from a ``labels_csv`` joined to the source's scan ids.
+
+Patients (``TaskData.patient_of``, so that a patient's scans share a fold) come from one provider per task,
+the first that applies: the label CSV's ``patient_column`` (default: ``patient_id`` when the CSV has it),
+its values used as given; else CT-RATE volume names when every labelled scan has one (``train_123_a_1``:
+patient ``train_123``); else the source's own patients when it is a
+:class:`~clear_bench.specs.PatientSource`. Scans that provider gives no patient are left out of
+``patient_of`` (the core then treats the task as scan-level); no provider at all gives ``None``. A patient
+cell that is the scan's raw DICOM PatientID (a source offering ``reveals_patient(scan_id, value)``, such
+as the ``folder`` source) is refused: patient ids are written to the split files.
 """
 
 from __future__ import annotations
@@ -17,7 +26,15 @@ import numpy as np
 from clear_bench.data.annotations import LESION_TYPES
 from clear_bench.errors import ConfigError, DataError
 from clear_bench.schema import describe
-from clear_bench.specs import LabelledSource, Option, ScanSource, TaskData, TaskSpec, resolve_options
+from clear_bench.specs import (
+    LabelledSource,
+    Option,
+    PatientSource,
+    ScanSource,
+    TaskData,
+    TaskSpec,
+    resolve_options,
+)
 from clear_bench_ct_tasks import csvlabels
 from clear_bench_ct_tasks.synthetic.plan import LUNG_DISEASES
 
@@ -30,6 +47,9 @@ _SOURCE = Option((str, dict), "synthetic", "dataset source: a name, or {name: ..
                  component="sources")
 _ID = Option(str, "image", "CSV column holding the scan id (file name without extension)")
 _MISSING = Option(str, "error", "a CSV id without a scan: error or skip", choices=("error", "skip"))
+_PATIENT = Option(str, None, "CSV column of each scan's pseudonymous patient, used as given; a patient's "
+                  "scans share a fold (default: patient_id when present, else CT-RATE volume names, else "
+                  "the source's patients). Never a raw hospital identifier")
 
 
 def _source(values: Mapping[str, Any], task: str) -> ScanSource:
@@ -53,6 +73,29 @@ def _source_labels(source: ScanSource, task: str) -> tuple[list[str], dict[str, 
         return None
 
 
+def _patients(source: ScanSource, labels: Mapping[str, np.ndarray], csv: str | Path | None = None,
+              id_column: str = "image", patient_column: str | None = None) -> dict[str, str] | None:
+    """The patient of each labelled scan, from the first provider that applies (see the module's doc)."""
+    if csv is not None:
+        header, _ = csvlabels.read_csv(csv)
+        column = patient_column or ("patient_id" if "patient_id" in header else None)
+        if column is not None:
+            found = csvlabels.csv_patients(csv, id_column, column, labels,
+                                           getattr(source, "reveals_patient", None))
+            return found or None
+        ct_rate = {scan_id: csvlabels.ct_rate_patient(scan_id) for scan_id in labels}
+        if ct_rate and all(ct_rate.values()):
+            return {scan_id: str(patient) for scan_id, patient in ct_rate.items()}
+    if isinstance(source, PatientSource):
+        found = {scan_id: source.patient_id(scan_id) for scan_id in labels}
+        return {scan_id: str(patient) for scan_id, patient in found.items() if patient is not None} or None
+    return None
+
+
+def _from_source(source: ScanSource, found: tuple[list[str], dict[str, np.ndarray]]) -> TaskData:
+    return TaskData(found[0], found[1], source, _patients(source, found[1]))
+
+
 def _no_labels(task: str, source: ScanSource, hint: str) -> ConfigError:
     return ConfigError(f"task '{task}': source '{source.name}' carries no {hint} labels; give labels_csv")
 
@@ -64,11 +107,12 @@ def _load_lesion_location(options: Mapping[str, Any]) -> TaskData:
         columns = list(values["label_columns"] or LESION_TYPES)
         labels = csvlabels.binary_labels(values["labels_csv"], values["id_column"], columns,
                                          source.scan_ids(), values["missing"])
-        return TaskData(columns, labels, source)
+        return TaskData(columns, labels, source, _patients(source, labels, values["labels_csv"],
+                                                           values["id_column"], values["patient_column"]))
     found = _source_labels(source, "lesion-location")
     if found is None:
         raise _no_labels("lesion-location", source, "lesion-type")
-    return TaskData(found[0], found[1], source)
+    return _from_source(source, found)
 
 
 def _load_lung_disease(options: Mapping[str, Any]) -> TaskData:
@@ -83,11 +127,12 @@ def _load_lung_disease(options: Mapping[str, Any]) -> TaskData:
             columns = ([CT_RATE_COLUMNS[n] for n in LUNG_DISEASES]
                        if all(c in header for c in CT_RATE_COLUMNS.values()) else list(LUNG_DISEASES))
         labels = csvlabels.binary_labels(path, id_column, columns, source.scan_ids(), values["missing"])
-        return TaskData(list(columns), labels, source)
+        return TaskData(list(columns), labels, source,
+                        _patients(source, labels, path, id_column, values["patient_column"]))
     found = _source_labels(source, "lung-disease")
     if found is None:
         raise _no_labels("lung-disease", source, "lung-disease")
-    return TaskData(found[0], found[1], source)
+    return _from_source(source, found)
 
 
 def _load_staging(options: Mapping[str, Any]) -> TaskData:
@@ -97,11 +142,12 @@ def _load_staging(options: Mapping[str, Any]) -> TaskData:
         names, labels = csvlabels.class_labels(values["labels_csv"], values["id_column"],
                                                values["stage_column"], source.scan_ids(),
                                                missing=values["missing"], parse="stage")
-        return TaskData(names, labels, source)
+        return TaskData(names, labels, source, _patients(source, labels, values["labels_csv"],
+                                                         values["id_column"], values["patient_column"]))
     found = _source_labels(source, "staging")
     if found is None:
         raise _no_labels("staging", source, "stage")
-    return TaskData(found[0], found[1], source)
+    return _from_source(source, found)
 
 
 def _load_csv(options: Mapping[str, Any]) -> TaskData:
@@ -109,11 +155,13 @@ def _load_csv(options: Mapping[str, Any]) -> TaskData:
     source = _source(values, "csv")
     path = Path(values["csv"])
     header, _ = csvlabels.read_csv(path)
-    columns = values["label_columns"] or [c for c in header if c not in (values["id_column"], "patient_id")]
+    not_labels = (values["id_column"], "patient_id", values["patient_column"])
+    columns = values["label_columns"] or [c for c in header if c not in not_labels]
     if not columns:
         raise DataError(f"{path}: no label columns besides '{values['id_column']}'")
     labels = csvlabels.binary_labels(path, values["id_column"], columns, source.scan_ids(), values["missing"])
-    return TaskData(list(columns), labels, source)
+    return TaskData(list(columns), labels, source,
+                    _patients(source, labels, path, values["id_column"], values["patient_column"]))
 
 
 def _load_csv_multiclass(options: Mapping[str, Any]) -> TaskData:
@@ -122,34 +170,36 @@ def _load_csv_multiclass(options: Mapping[str, Any]) -> TaskData:
     names, labels = csvlabels.class_labels(values["csv"], values["id_column"], values["label_column"],
                                            source.scan_ids(), classes=values["classes"],
                                            missing=values["missing"])
-    return TaskData(names, labels, source)
+    return TaskData(names, labels, source, _patients(source, labels, values["csv"], values["id_column"],
+                                                     values["patient_column"]))
 
 
 LESION_LOCATION_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
     "labels_csv": Option(Path, None, "CSV with one 0/1 column per lesion type (else the source's labels)"),
     "label_columns": Option(list, None, "columns of labels_csv (default: the 8 DeepLesion type names)"),
-    "id_column": _ID, "missing": _MISSING,
+    "id_column": _ID, "missing": _MISSING, "patient_column": _PATIENT,
 }
 LUNG_DISEASE_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
     "labels_csv": Option(Path, None, "CT-RATE-style CSV (VolumeName, Emphysema, Lung nodule, ...)"),
     "label_columns": Option(list, None, "columns of labels_csv (default: CT-RATE's or the task's names)"),
     "id_column": Option(str, None, "id column (default: VolumeName when present, else image)"),
-    "missing": _MISSING,
+    "missing": _MISSING, "patient_column": _PATIENT,
 }
 STAGING_OPTIONS: dict[str, Option] = {
     "source": _SOURCE,
     "labels_csv": Option(Path, None, "clinical CSV with a stage column (I-IV, 1-4, 'Stage IIIA')"),
     "stage_column": Option(str, "stage", "the stage column of labels_csv"),
-    "id_column": _ID, "missing": _MISSING,
+    "id_column": _ID, "missing": _MISSING, "patient_column": _PATIENT,
 }
 CSV_OPTIONS: dict[str, Option] = {
     "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True,
                      component="sources"),
     "csv": Option(Path, None, "clinical CSV: image,label1,label2,...", required=True),
-    "label_columns": Option(list, None, "0/1 endpoint columns (default: every column but id and patient_id)"),
-    "id_column": _ID, "missing": _MISSING,
+    "label_columns": Option(list, None, "0/1 endpoint columns (default: every column but the id and patient "
+                            "columns)"),
+    "id_column": _ID, "missing": _MISSING, "patient_column": _PATIENT,
 }
 CSV_MULTICLASS_OPTIONS: dict[str, Option] = {
     "source": Option((str, dict), None, "scan source, e.g. {name: folder, root: ...}", required=True,
@@ -157,7 +207,7 @@ CSV_MULTICLASS_OPTIONS: dict[str, Option] = {
     "csv": Option(Path, None, "clinical CSV", required=True),
     "label_column": Option(str, None, "the endpoint column", required=True),
     "classes": Option(list, None, "class names in order (default: sorted values)"),
-    "id_column": _ID, "missing": _MISSING,
+    "id_column": _ID, "missing": _MISSING, "patient_column": _PATIENT,
 }
 
 TASK_SPECS: list[TaskSpec] = [

@@ -18,8 +18,10 @@ def write_volume(path: Path, hu: np.ndarray, spacing=(3.0, 1.0, 1.0)) -> Path:
     return path
 
 
-def write_dicom(folder: Path, hu: np.ndarray, series_uid: str, prefix: str = "im", dz: float = 3.0) -> None:
-    """A minimal single-frame CT series (LPS axial, slope 1, intercept -1024), files in shuffled order."""
+def write_dicom(folder: Path, hu: np.ndarray, series_uid: str, prefix: str = "im", dz: float = 3.0,
+                patient_id: str | None = None, birth_date: str | None = None) -> None:
+    """A minimal single-frame CT series (LPS axial, slope 1, intercept -1024), files in shuffled order;
+    ``patient_id`` and ``birth_date`` add those identifying fields, as a hospital export has them."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -33,6 +35,10 @@ def write_dicom(folder: Path, hu: np.ndarray, series_uid: str, prefix: str = "im
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
         ds.PatientName, ds.Modality, ds.SeriesInstanceUID = "Roe^Richard", "CT", series_uid
+        if patient_id is not None:
+            ds.PatientID = patient_id
+        if birth_date is not None:
+            ds.PatientBirthDate = birth_date
         ds.ImagePositionPatient = [0.0, 0.0, float(k) * dz]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing = [1.0, 1.0]

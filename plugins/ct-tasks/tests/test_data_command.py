@@ -34,6 +34,8 @@ def test_export_roundtrip_and_show(tmp_path, capsys):
     exported = load_task(registry, registry.task("csv"), {"source": folder,
                                                           "csv": str(out / "lesion-location.csv")})
     assert exported.label_names == synthetic.label_names
+    # the export's patient_id column carries the source's patients (one scan each) to the csv task
+    assert exported.patient_of == synthetic.patient_of == {s: s for s in synthetic.labels}
     for scan_id, labels in synthetic.labels.items():
         np.testing.assert_array_equal(exported.labels[scan_id], labels)
         original = synthetic.source.load(scan_id)

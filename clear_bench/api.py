@@ -104,7 +104,7 @@ class Results:
 
     - ``rows``: one row per (task, encoder, aggregator): the macro mean of every metric with its
       bootstrap CI (``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``), the weights and the
-      shuffled-label control;
+      permutation null (``null_mean``, ``null_low``, ``null_high``, ``permutation_p``);
     - ``metrics``: every metric per label and macro (mean, std, CI, folds where defined);
     - ``comparisons``: the board's paired comparisons;
     - ``predictions``: out-of-fold probabilities, one row per (cell, scan, label).
@@ -133,8 +133,11 @@ def load_results(run_dir: str | Path) -> Results:
         for cell in index["cells"]:
             key = {"task": task, "encoder": cell["encoder"], "aggregator": cell["aggregator"]}
             summary = json.loads((index_path.parent / cell["summary"]).read_text())
-            row = {**key, "weights": cell["weights"], "shuffled_auroc": cell["shuffled_auroc"],
-                   "n_scans": index["n_scans"], "split_fingerprint": index["split_fingerprint"]}
+            null = cell.get("null") or {}
+            row = {**key, "weights": cell["weights"], "null_mean": null.get("mean"),
+                   "null_low": null.get("low"), "null_high": null.get("high"),
+                   "permutation_p": null.get("p_value"), "n_scans": index["n_scans"],
+                   "level": index["level"], "split_fingerprint": index["split_fingerprint"]}
             for metric in summary["metrics"]:
                 metrics.append({**key, **{k: metric[k] for k in ("metric", "label", "mean", "std", "ci_low",
                                                                   "ci_high", "n_folds")}})
@@ -144,7 +147,8 @@ def load_results(run_dir: str | Path) -> Results:
                             f"{name}_ci_high": metric["ci_high"]}
             rows.append(row)
             frame = pd.read_csv(index_path.parent / cell["predictions"])
-            long = frame.melt(id_vars=["scan_id", "fold"], var_name="label", value_name="probability")
+            long = frame.melt(id_vars=["scan_id", "repeat", "fold"], var_name="label",
+                              value_name="probability")
             long["label"] = long["label"].str.removeprefix("p_")
             predictions.append(long.assign(**key))
         for comparison in json.loads((index_path.parent / "comparisons.json").read_text()):

@@ -64,6 +64,7 @@ def clear_bench_encoders() -> list[EncoderSpec]:
 
 @hookimpl
 def clear_bench_metrics() -> list[MetricSpec]:
-    from clear_bench.evaluation.metrics import BUILTIN_METRICS  # numpy only
+    from clear_bench.evaluation.calibration import CALIBRATION_METRICS  # numpy only
+    from clear_bench.evaluation.metrics import BUILTIN_METRICS
 
-    return list(BUILTIN_METRICS)
+    return [*BUILTIN_METRICS, *CALIBRATION_METRICS]

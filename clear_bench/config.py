@@ -37,6 +37,8 @@ class ComponentRef:
     id: str
     options: dict[str, Any] = field(default_factory=dict)
     pretrain: PretrainRef | None = None
+    baseline: bool = False
+    twin_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,10 @@ class CrossValConfig:
     batch_size: int
     max_instances: int
     bootstrap: int
-    shuffle_controls: int
+    comparison_resamples: int
+    permutations: int
+    repeats: int
+    require_patients: bool
     threads: int
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
@@ -138,8 +143,14 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "weight_decay": Option((float, int), _TRAIN.weight_decay, "AdamW weight decay"),
         "batch_size": Option(int, _TRAIN.batch_size, "bags per optimisation step"),
         "max_instances": Option(int, _TRAIN.max_instances, "instances sampled per training bag"),
-        "bootstrap": Option(int, 1000, "patient-level bootstrap resamples"),
-        "shuffle_controls": Option(int, 0, "label-shuffle control runs"),
+        "bootstrap": Option(int, 2000, "patient-level bootstrap resamples for the confidence intervals"),
+        "comparison_resamples": Option(int, 30000, "paired resamples of the declared comparisons (the "
+                                                   "smallest p they can show is 2 / (N + 1))"),
+        "permutations": Option(int, 20, "patient-level label permutations through the same folds: the "
+                                        "permutation null of every row (0: none)"),
+        "repeats": Option(int, 1, "repeats of the K-fold split with distinct seeds (R x K folds)"),
+        "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
+                                                "instead of evaluating it scan-level"),
         "threads": Option(int, 1, "torch CPU threads while heads train (small heads run fastest on 1)"),
     },
 }
@@ -168,6 +179,9 @@ _COMPONENT_KEYS: dict[str, Option] = {
 }
 _ENCODER_KEYS: dict[str, Option] = {
     **_COMPONENT_KEYS,
+    "baseline": Option(bool, False, "compare every other row of a board with this encoder's rows"),
+    "twin_of": Option(str, None, "for a random-init entry: the id of the trained entry it is the twin of "
+                                 "(default: every trained entry of the same encoder plugin)"),
     "pretrain": Option(dict, None,
                        "train this encoder first: {name: PRETRAINER, config: FILE, options: {...}}"),
 }
@@ -321,7 +335,8 @@ def _check_components(entries: Any, kind: str, base: Path,
         if len(problems.items) > before or "name" not in fields:
             continue
         options = dict(fields.get("options") or {})
-        ref = ComponentRef(fields["name"], fields.get("id") or fields["name"], options, pretrain)
+        ref = ComponentRef(fields["name"], fields.get("id") or fields["name"], options, pretrain,
+                           bool(fields.get("baseline")), fields.get("twin_of"))
         if ref.id in seen_ids:
             problems.add(f"{key}.id", f"duplicate row id '{ref.id}' (also {kind}[{seen_ids[ref.id]}]); "
                                       "give each entry a distinct 'id'")

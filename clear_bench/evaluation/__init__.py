@@ -4,7 +4,7 @@ The call sequence of one task (every encoder and aggregator shares the splits)::
 
     from clear_bench.evaluation.bags import pad_bags
     from clear_bench.evaluation.bootstrap import summarize
-    from clear_bench.evaluation.compare import compare_rows
+    from clear_bench.evaluation.compare import all_pairs, compare_pairs, declared_pairs
     from clear_bench.evaluation.crossval import permute_labels, run_crossval
     from clear_bench.evaluation.splits import ensure_splits
     from clear_bench.evaluation.settings import TrainConfig
@@ -16,12 +16,14 @@ The call sequence of one task (every encoder and aggregator shares the splits)::
         for each aggregator:
             result = run_crossval(padded, labels, label_type, label_names, splits, aggregator_spec,
                                   options, config, bagset_fingerprint=..., results_dir=task_dir / "folds")
-            summary = summarize(result, n_boot=1000, seed=0)     # mean +- std, bootstrap CI, per label
-    comparisons = compare_rows({row_name: result, ...})          # vs the best row, Holm, DeLong
+            summary = summarize(result, n_boot=2000, seed=0)     # mean +- std, bootstrap CI, per label
+    pairs = declared_pairs(encoder_roles, head_ids)              # floor, random-init twin, baselines
+    comparisons = compare_pairs({row_name: result, ...}, pairs)  # paired resamples, Holm, DeLong
+    matrix = all_pairs({row_name: result, ...})                  # exploratory, Holm over the matrix
 
 Modules: :mod:`bags` (Bag, padding, instance subsets), :mod:`splits` (patient-level stratified K-fold,
 fingerprints, :func:`~splits.require_same_splits`), :mod:`training` (TrainConfig, one fold),
-:mod:`crossval` (all folds, content-addressed fold results, label-shuffle controls), :mod:`metrics`,
+:mod:`crossval` (all folds, content-addressed fold results, label permutations), :mod:`metrics`,
 :mod:`bootstrap`, :mod:`compare`, :mod:`inputs` (CLEAR-layout HDF5 folders and label CSVs),
 :mod:`synthetic` (planted-signal bags for tests and benchmarks).
 """

@@ -45,7 +45,11 @@ class MetricSummary:
     ci_high: float
     fold_values: list[float]
     n_folds: int
-    """Folds in which the value is defined."""
+    """Folds in which the value is defined (over all repeats)."""
+    repeat_std: float = math.nan
+    """Standard deviation of the repeats' means (``nan`` with one repeat): the spread that comes from
+    the split and training seeds, which the bootstrap CI does not cover."""
+    repeats: int = 1
 
 
 @dataclass
@@ -115,30 +119,53 @@ def fold_values(result: CrossValResult, weights: list[np.ndarray] | None = None,
     return {name: np.stack([values[name] for values in per_fold]) for name in per_fold[0]}
 
 
-def summarize(result: CrossValResult, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-              weights: list[np.ndarray] | None = None,
+def summarize(result: CrossValResult | Sequence[CrossValResult], n_boot: int = 1000, seed: int = 0,
+              level: float = 0.95, weights: list[np.ndarray] | None = None,
               metrics: Sequence[MetricSpec] | None = None) -> Summary:
     """Mean +- std over folds and the patient-level bootstrap CI of every metric (the built-in ones
-    unless ``metrics`` are given), per label and macro."""
-    if not result.folds:
+    unless ``metrics`` are given), per label and macro.
+
+    With several results (repeats on distinct splits of the same scans) the value is the mean over
+    repeats of the mean over folds; each repeat is resampled within its own test folds (seed ``seed + r``)
+    and the CI is that of the mean over repeats; ``repeat_std`` is the spread of the repeats' means.
+    """
+    results = [result] if not isinstance(result, Sequence) else list(result)
+    if not results or any(not r.folds for r in results):
         raise ValueError("the result has no fold")
-    cuts = thresholds(result)
-    point = fold_values(result, None, cuts, metrics)
-    weights = bootstrap_weights(result, n_boot, seed) if weights is None else weights
-    draws = fold_values(result, weights, cuts, metrics)
-    summary = Summary(result.aggregator, result.label_type, result.label_names, result.split_fingerprint,
-                      n_boot, level, notes=_notes(result, point))
-    labels = [*result.label_names, MACRO]
-    for name in point:
+    if weights is not None and len(results) > 1:
+        raise ValueError("given bootstrap weights apply to a single result")
+    points, draws = [], []
+    for r, res in enumerate(results):
+        cuts = thresholds(res)
+        points.append(fold_values(res, None, cuts, metrics))
+        w = bootstrap_weights(res, n_boot, seed + r) if weights is None else weights
+        draws.append(fold_values(res, w, cuts, metrics))
+    first = results[0]
+    fingerprint = first.split_fingerprint if len(results) == 1 else \
+        "+".join(r.split_fingerprint for r in results)
+    notes = []
+    for r, (res, point) in enumerate(zip(results, points, strict=True)):
+        prefix = f"repeat {r}, " if len(results) > 1 else ""
+        notes += [prefix + note for note in _notes(res, point)]
+    summary = Summary(first.aggregator, first.label_type, first.label_names, fingerprint, n_boot, level,
+                      notes=notes)
+    labels = [*first.label_names, MACRO]
+    for name in points[0]:
         for j, label in enumerate(labels):
-            values = point[name][:, 0, j]
+            per_repeat = [point[name][:, 0, j] for point in points]
+            values = np.concatenate(per_repeat)
             if np.isnan(values).all():
                 continue  # e.g. per-class balanced accuracy of a multi-class task: reported as macro only
-            low, high = percentile_interval(nanmean(draws[name][:, :, j], axis=0), level)
+            means = np.array([nanmean(v, axis=0) for v in per_repeat])
+            mean_draws = nanmean(np.stack([nanmean(d[name][:, :, j], axis=0) for d in draws]), axis=0)
+            low, high = percentile_interval(mean_draws, level)
             defined = values[~np.isnan(values)]
             std = float(defined.std(ddof=1)) if len(defined) > 1 else math.nan
-            summary.rows[(name, label)] = MetricSummary(name, label, float(defined.mean()), std, low, high,
-                                                        [float(v) for v in values], len(defined))
+            finite = means[~np.isnan(means)]
+            spread = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+            summary.rows[(name, label)] = MetricSummary(
+                name, label, float(np.mean(finite)), std, low, high, [float(v) for v in values], len(defined),
+                spread, len(results))
     return summary
 
 

@@ -1,18 +1,23 @@
-"""Paired comparison of rows (encoders, or aggregators) evaluated on the same splits.
+"""Paired comparisons of rows (encoder + head) evaluated on the same splits, declared before the data are
+seen.
 
 Usage::
 
-    comparisons = compare_rows({"encoder A": result_a, "encoder B": result_b, ...}, metric="auroc")
-    for c in comparisons:  # every row against the best one
-        c.row, c.difference, c.ci_low, c.ci_high, c.p_value, c.p_holm, c.delong
+    pairs = [("lecl + abmil", "hu-reference + abmil", "floor"), ("lecl + abmil", "random + abmil", "twin")]
+    comparisons = compare_pairs(results, pairs, metric="auroc", n_boot=30000)
+    for c in comparisons:
+        c.row, c.reference, c.difference, c.ci_low, c.ci_high, c.p_value, c.p_holm, c.delong
+    matrix = all_pairs(results)        # every ordered pair once, Holm over the whole matrix
 
-The best row is the one with the highest mean-over-folds metric. For each other row the difference
-``best - row`` of the mean-over-folds metric is recomputed on the *same* patient-level bootstrap
-resamples for both rows (same patients drawn, within each fold's test set); the two-sided p-value is
-the bootstrap share of differences on the far side of zero, and Holm's step-down correction is applied
-across the comparisons. DeLong's test of the two AUROCs (fast algorithm of Sun & Xu, 2014) is reported
-per fold and per label as a cross-check, and combined over folds per label (folds hold disjoint patients:
-differences add, variances add). Rows on different splits or labels are refused.
+For each pair the difference ``row - reference`` of the mean-over-folds metric is recomputed on the *same*
+patient-level bootstrap resamples for both rows (same patients drawn, within each fold's test set); the
+two-sided p-value is the bootstrap share of differences on the far side of zero (never below
+``2 / (n_boot + 1)``, :func:`p_floor`), and Holm's step-down correction controls the family-wise error
+over the declared family (a pair whose p is undefined is left out of the family). Choosing the reference
+on the same data ("best vs rest") would not control it. DeLong's test of the two AUROCs (fast algorithm of
+Sun & Xu, 2014) is reported per fold and per label as a cross-check, and combined over folds per label
+(folds hold disjoint patients: differences add, variances add). Rows on different splits or labels are
+refused.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class DeLongTest:
 
 @dataclass
 class PairedComparison:
-    """``reference`` (the best row) against ``row`` on one metric and label."""
+    """``row`` against a declared ``reference`` on one metric and label; ``difference = row - reference``."""
 
     row: str
     reference: str
@@ -58,6 +63,11 @@ class PairedComparison:
     ci_high: float
     p_value: float
     p_holm: float = math.nan
+    kind: str = ""
+    """Why the pair is compared: ``floor`` (the non-learned reference), ``twin`` (the random-init twin),
+    ``baseline`` (a row the benchmark names), ``pair`` (the all-pairs matrix)."""
+    p_floor: float = math.nan
+    """The smallest p the resamples can show: a p at the floor means "at most this"."""
     delong: list[DeLongTest] = field(default_factory=list)
 
 
@@ -82,6 +92,8 @@ def delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[f
     variance = s[0, 0] + s[1, 1] - 2 * s[0, 1]
     difference = aucs[0] - aucs[1]
     if variance <= 1e-15:
+        if abs(difference) > 1e-12:  # the AUROCs differ but the variance estimate degenerates: undefined
+            return float(aucs[0]), float(aucs[1]), math.nan, math.nan
         return float(aucs[0]), float(aucs[1]), 0.0, 1.0
     z = difference / math.sqrt(variance)
     return float(aucs[0]), float(aucs[1]), float(z), float(2 * norm.sf(abs(z)))
@@ -98,15 +110,22 @@ def _delong_variance(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order. An undefined
+    (``nan``) p is no member of the family: it stays ``nan`` and does not enlarge the others."""
     p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p, kind="mergesort")
-    adjusted = np.empty_like(p)
+    adjusted = np.full_like(p, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    order = defined[np.argsort(p[defined], kind="mergesort")]
     running = 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def p_floor(n_boot: int) -> float:
+    """The smallest two-sided bootstrap p-value ``n_boot`` resamples can give."""
+    return 2.0 / (n_boot + 1)
 
 
 def bootstrap_p_value(differences: np.ndarray) -> float:
@@ -132,42 +151,60 @@ def check_comparable(results: Mapping[str, CrossValResult]) -> None:
                                  f"unfinished run?): {', '.join(sorted(results))}")
 
 
-def compare_rows(results: Mapping[str, CrossValResult], metric: str = "auroc", label: str = MACRO,
-                 n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
-    """Every row against the best on ``metric``/``label``, on shared bootstrap resamples, Holm-corrected.
-
-    ``metric`` is the name of a built-in metric or of one of ``metrics``."""
-    if len(results) < 2:
+def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult]],
+                  pairs: Sequence[tuple[str, str, str]], metric: str = "auroc", label: str = MACRO,
+                  n_boot: int = 30000, seed: int = 0, level: float = 0.95,
+                  metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
+    """The declared ``(row, reference, kind)`` pairs on shared bootstrap resamples, Holm-corrected over
+    the family. ``metric`` is a built-in metric's name or one of ``metrics``. A row may hold several
+    results (repeats on distinct splits): each repeat is resampled within its own folds (seed
+    ``seed + r``, the same draws for every row) and the statistic is the mean over repeats."""
+    runs = {row: [r] if isinstance(r, CrossValResult) else list(r) for row, r in results.items()}
+    pairs = [(row, ref, kind) for row, ref, kind in pairs if row in runs and ref in runs and row != ref]
+    if not pairs:
         return []
-    check_comparable(results)
-    first = next(iter(results.values()))
-    label_names = [*first.label_names, MACRO]
+    repeats = len(next(iter(runs.values())))
+    for r in range(repeats):
+        check_comparable({row: value[r] for row, value in runs.items()})
+    first = next(iter(runs.values()))
+    label_names = [*first[0].label_names, MACRO]
     if label not in label_names:
         raise KeyError(f"unknown label '{label}', expected one of {label_names}")
     column = label_names.index(label)
-    weights = bootstrap_weights(first, n_boot, seed)
+    weights = [bootstrap_weights(first[r], n_boot, seed + r) for r in range(repeats)]
+    chosen = _only(metric, metrics)
     point, draws = {}, {}
-    for row, result in results.items():
-        cuts = thresholds(result)
-        chosen = _only(metric, metrics)
-        point[row] = float(nanmean(fold_values(result, None, cuts, chosen)[metric][:, 0, column], axis=0))
-        draws[row] = nanmean(fold_values(result, weights, cuts, chosen)[metric][:, :, column], axis=0)
-    best = max(point, key=lambda r: (not math.isnan(point[r]), point[r]))
+    for row in sorted({name for pair in pairs for name in pair[:2]}):
+        points, samples = [], []
+        for r, result in enumerate(runs[row]):
+            cuts = thresholds(result)
+            points.append(nanmean(fold_values(result, None, cuts, chosen)[metric][:, 0, column], axis=0))
+            resampled = fold_values(result, weights[r], cuts, chosen)[metric][:, :, column]
+            samples.append(nanmean(resampled, axis=0))
+        point[row] = float(nanmean(np.asarray(points, dtype=float), axis=0))
+        draws[row] = nanmean(np.stack(samples), axis=0)
     comparisons = []
-    for row in results:
-        if row == best:
-            continue
-        differences = draws[best] - draws[row]
+    for row, reference, kind in pairs:
+        differences = draws[row] - draws[reference]
         low, high = percentile_interval(differences, level)
         comparisons.append(PairedComparison(
-            row, best, metric, label, point[best], point[row], point[best] - point[row], low, high,
-            bootstrap_p_value(differences),
-            delong=_delong_tests(results[best], results[row], label) if metric == "auroc" else [],
+            row, reference, metric, label, point[reference], point[row], point[row] - point[reference],
+            low, high, bootstrap_p_value(differences), kind=kind, p_floor=p_floor(n_boot),
+            delong=_delong_tests(runs[row][0], runs[reference][0], label) if metric == "auroc" else [],
         ))
     for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
         comparison.p_holm = adjusted
     return comparisons
+
+
+def all_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult]], metric: str = "auroc",
+              label: str = MACRO, n_boot: int = 30000, seed: int = 0, level: float = 0.95,
+              metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
+    """Every unordered pair of rows once (``row`` before ``reference`` in the given order), Holm over the
+    whole matrix: a secondary, exploratory view beside the declared family (DeLong: repeat 0)."""
+    names = list(results)
+    pairs = [(a, b, "pair") for i, a in enumerate(names) for b in names[i + 1:]]
+    return compare_pairs(results, pairs, metric, label, n_boot, seed, level, metrics)
 
 
 def _only(name: str, metrics: Sequence[MetricSpec] | None) -> list[MetricSpec]:
@@ -206,3 +243,48 @@ def _delong_tests(reference: CrossValResult, other: CrossValResult, label: str) 
             else:
                 tests.append(DeLongTest(-1, name, mean_a, mean_b, 0.0, 1.0))
     return tests
+
+
+@dataclass(frozen=True)
+class EncoderRole:
+    """What a row's encoder is, for the comparisons a board declares before seeing any result."""
+
+    label: str
+    """The encoder's row label."""
+    plugin: str = ""
+    """The encoder plugin's name: a random-init entry of the same plugin is a trained entry's twin."""
+    reference: bool = False
+    random_init: bool = False
+    baseline: bool = False
+    """Named ``baseline`` in the benchmark: every other row is compared with it."""
+    twin_of: str | None = None
+    """For a random-init entry: the label of the trained entry it is the twin of (default: every trained
+    entry of the same plugin)."""
+
+
+def declared_pairs(roles: Sequence[EncoderRole], heads: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The family a board tests, fixed by the benchmark's design alone: per head, every row against each
+    non-learned reference (``floor``), each trained encoder against its random-init twin (``twin``), every
+    row against each named baseline (``baseline``). Row names are ``"<encoder> + <head>"``."""
+    pairs: list[tuple[str, str, str]] = []
+    for head in heads:
+        def name(role: EncoderRole, head: str = head) -> str:
+            return f"{role.label} + {head}"
+
+        for role in roles:
+            if role.reference:
+                continue
+            pairs += [(name(role), name(floor), "floor") for floor in roles if floor.reference]
+            if not role.random_init:
+                pairs += [(name(role), name(twin), "twin") for twin in roles
+                          if twin.random_init and (twin.twin_of == role.label
+                                                   or (twin.twin_of is None and twin.plugin == role.plugin))]
+            pairs += [(name(role), name(base), "baseline") for base in roles
+                      if base.baseline and base.label != role.label]
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for row, ref, kind in pairs:
+        if (row, ref) not in seen:
+            seen.add((row, ref))
+            unique.append((row, ref, kind))
+    return unique

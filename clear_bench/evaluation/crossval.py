@@ -18,6 +18,8 @@ resumes at the first missing fold. Every fold trains a fresh model (see :mod:`tr
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -103,6 +105,24 @@ def fold_key(bagset_fingerprint: str, splits: Splits, fold: int, labels: Mapping
     }, length=24)
 
 
+_SOURCE_DIGESTS: dict[type, str] = {}
+
+
+def head_code_digest(model: torch.nn.Module) -> str:
+    """A hash of the source files of every module class in ``model``: an edited head (built-in or a
+    plugin's) gets new fold keys instead of reusing results of its old code."""
+    digests = []
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        if cls not in _SOURCE_DIGESTS:
+            try:
+                source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+            except (OSError, TypeError):
+                source = f"{cls.__module__}.{cls.__qualname__}".encode()  # no source (compiled, builtin)
+            _SOURCE_DIGESTS[cls] = hashlib.sha256(source).hexdigest()[:16]
+        digests.append(_SOURCE_DIGESTS[cls])
+    return stable_hash(digests)
+
+
 def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type: str,
                  label_names: Sequence[str], splits: Splits, aggregator: AggregatorSpec,
                  options: Mapping[str, Any] | None, config: TrainConfig, *, bagset_fingerprint: str,
@@ -123,9 +143,11 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
     result = CrossValResult(list(label_names), label_type, used_labels, patient_of, splits.fingerprint,
                             bagset_fingerprint, aggregator.name, resolved, config, control=control)
     wanted = range(len(splits.folds)) if folds is None else folds
+    with torch.random.fork_rng(devices=[]):  # building a probe model must not move the caller's RNG
+        code = [code_version, head_code_digest(aggregator.build(bags.dim, n_outputs, resolved))]
     for index in wanted:
         key = fold_key(bagset_fingerprint, splits, index, labels, label_type, aggregator.name, resolved,
-                       config, code_version)
+                       config, stable_hash(code))
         path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
         if path is not None and path.exists():
             result.folds.append(load_fold(path))

@@ -63,6 +63,8 @@ def read_label_csv(path: str | Path, id_column: str = "image", label_type: str =
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: cannot read the label CSV ({error})") from error
+    if patient_column is None and "patient_id" in header and id_column != "patient_id":
+        patient_column = "patient_id"  # the CLEAR seed layout's column: scans of one patient share a fold
     for needed in [id_column, *([patient_column] if patient_column else [])]:
         if needed not in header:
             raise DataError(f"{path}: no column '{needed}' (columns: {', '.join(header)})")

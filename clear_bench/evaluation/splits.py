@@ -46,7 +46,12 @@ class Fold:
 
 @dataclass(frozen=True)
 class Splits:
-    """All folds of a task plus what determined them."""
+    """All folds of a task plus what determined them.
+
+    ``fingerprint`` hashes the fold assignment itself (every fold's train, validation and test scans and
+    the patient grouping): it is what boards, fold results and comparisons trust. ``request`` hashes the
+    inputs that produced it (labels, k, seed...) and names the file, so the same request finds it again.
+    """
 
     fingerprint: str
     k: int
@@ -55,6 +60,7 @@ class Splits:
     method: str
     folds: list[Fold]
     patient_of: dict[str, str]
+    request: str = ""
 
     @property
     def scan_ids(self) -> list[str]:
@@ -64,6 +70,7 @@ class Splits:
         return {
             "fingerprint": self.fingerprint, "k": self.k, "seed": self.seed,
             "val_fraction": self.val_fraction, "method": self.method, "patient_of": self.patient_of,
+            "request": self.request,
             "folds": [{"index": f.index, "train": f.train, "val": f.val, "test": f.test} for f in self.folds],
         }
 
@@ -72,16 +79,22 @@ class Splits:
         folds = [Fold(int(f["index"]), list(f["train"]), list(f["val"]), list(f["test"]))
                  for f in data["folds"]]
         return cls(str(data["fingerprint"]), int(data["k"]), int(data["seed"]), float(data["val_fraction"]),
-                   str(data["method"]), folds, dict(data["patient_of"]))
+                   str(data["method"]), folds, dict(data["patient_of"]), str(data.get("request", "")))
 
 
 class SplitMismatchError(UserError):
     """Results computed on different splits were about to be compared."""
 
 
+def assignment_fingerprint(folds: Sequence[Fold], patient_of: Mapping[str, str]) -> str:
+    """A hash of the fold assignment: every fold's train, validation and test scans, and the patients."""
+    return stable_hash({"folds": [[f.index, f.train, f.val, f.test] for f in folds],
+                        "patient_of": dict(sorted(patient_of.items())), "method": METHOD_VERSION})
+
+
 def split_fingerprint(labels: Mapping[str, np.ndarray], label_type: LabelType, k: int = 5, seed: int = 0,
                       val_fraction: float = 0.2, patient_of: Mapping[str, str] | None = None) -> str:
-    """The fingerprint :func:`make_splits` gives these inputs (cheap: nothing is split)."""
+    """The request key of these inputs, which names the splits file (cheap: nothing is split)."""
     patient_of = _patients(labels, patient_of)
     return stable_hash({
         "label_type": str(label_type),
@@ -120,9 +133,9 @@ def make_splits(labels: Mapping[str, np.ndarray], label_type: LabelType, k: int 
         if not (inner == 1).any():  # tiny cohorts: still hold out one patient for early stopping
             inner[rng.integers(len(rest))] = 1
         folds.append(Fold(fold, scans(rest[inner == 0]), scans(rest[inner == 1]), scans(test_rows)))
-    fingerprint = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
-    return Splits(fingerprint, k, seed, float(val_fraction), METHOD_VERSION, folds,
-                  dict(sorted(patient_of.items())))
+    request = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
+    return Splits(assignment_fingerprint(folds, patient_of), k, seed, float(val_fraction), METHOD_VERSION,
+                  folds, dict(sorted(patient_of.items())), request)
 
 
 def iterative_stratification(targets: np.ndarray, ratios: Sequence[float],
@@ -168,13 +181,13 @@ def iterative_stratification(targets: np.ndarray, ratios: Sequence[float],
 def ensure_splits(folder: str | Path, labels: Mapping[str, np.ndarray], label_type: LabelType,
                   k: int = 5, seed: int = 0, val_fraction: float = 0.2,
                   patient_of: Mapping[str, str] | None = None) -> Splits:
-    """Load ``folder/splits-<fingerprint>.json`` when it exists, else compute, save and return it."""
-    fingerprint = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
-    path = Path(folder) / f"splits-{fingerprint}.json"
+    """Load ``folder/splits-<request key>.json`` when it exists, else compute, save and return it."""
+    request = split_fingerprint(labels, label_type, k, seed, val_fraction, patient_of)
+    path = Path(folder) / f"splits-{request}.json"
     if path.exists():
         splits = load_splits(path)
-        if splits.fingerprint != fingerprint:
-            raise DataError(f"{path}: field 'fingerprint' is {splits.fingerprint}, expected {fingerprint}")
+        if splits.request != request:
+            raise DataError(f"{path}: field 'request' is {splits.request!r}, expected {request}")
         return splits
     splits = make_splits(labels, label_type, k, seed, val_fraction, patient_of)
     save_splits(splits, path)
@@ -192,9 +205,14 @@ def load_splits(path: str | Path) -> Splits:
     """Read splits written by :func:`save_splits`; a damaged file raises :class:`DataError` naming it."""
     path = Path(path)
     try:
-        return Splits.from_json(json.loads(path.read_text()))
+        splits = Splits.from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"{path}: cannot read splits ({error})") from error
+    actual = assignment_fingerprint(splits.folds, splits.patient_of)
+    if splits.fingerprint != actual:
+        raise DataError(f"{path}: field 'fingerprint' is {splits.fingerprint} but the folds it holds hash to "
+                        f"{actual} (edited or damaged); delete it to split again")
+    return splits
 
 
 def require_same_splits(fingerprints: Mapping[str, str]) -> str:

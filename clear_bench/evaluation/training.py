@@ -146,7 +146,8 @@ class Standardized(nn.Module):
 def instance_moments(bags: PaddedBags, rows: torch.Tensor,
                      chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of every dimension over the real instances of ``rows``, in chunks so
-    no copy of the training bags is made."""
+    no copy of the training bags is made; a dimension constant in training gets an infinite std (it is
+    standardised to 0)."""
     total = torch.zeros(bags.dim, dtype=torch.float64, device=bags.x.device)
     squares = torch.zeros_like(total)
     count = 0
@@ -157,7 +158,10 @@ def instance_moments(bags: PaddedBags, rows: torch.Tensor,
         squares += (real * real).sum(0)
         count += real.shape[0]
     mean = total / max(count, 1)
-    std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt().clamp(min=1e-6)
+    std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+    # A dimension constant over the training instances carries nothing the head can learn; scaling it by
+    # a clamped tiny std would blow test-time deviations up to ~1e4. An infinite std maps it to 0 instead.
+    std = torch.where(std > 1e-6 * (1.0 + mean.abs()), std, torch.full_like(std, math.inf))
     return mean.float(), std.float()
 
 

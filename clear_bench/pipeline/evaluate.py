@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,16 +20,17 @@ from typing import Protocol
 import numpy as np
 
 from clear_bench.config import CrossValConfig
+from clear_bench.errors import DataError
 from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary, summarize
-from clear_bench.evaluation.compare import compare_rows
+from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs
 from clear_bench.evaluation.crossval import CrossValResult, permute_labels, run_crossval
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
-from clear_bench.leaderboard import Row, TaskBoard
+from clear_bench.leaderboard import NullSummary, Row, TaskBoard
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.plan import PlannedHead
-from clear_bench.specs import MetricSpec
+from clear_bench.specs import MetricSpec, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ class BagSource(Protocol):
     @property
     def weights(self) -> str:
         """What the board says about its weights."""
+        ...
+
+    @property
+    def role(self) -> EncoderRole:
+        """What the declared comparisons need to know of the encoder (reference, random-init twin...)."""
         ...
 
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
@@ -74,23 +81,37 @@ class EvaluationProtocol:
     seed: int
     val_fraction: float
     bootstrap: int
-    shuffle_controls: int
     train: TrainConfig
+    comparison_resamples: int = 30000
+    permutations: int = 20
+    repeats: int = 1
+    require_patients: bool = False
     threads: int = 1
 
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
         """The protocol a benchmark YAML's ``crossval`` section declares."""
         return cls(section.folds, section.seed, section.val_fraction, section.bootstrap,
-                   section.shuffle_controls, section.train_config(device), section.threads)
+                   section.train_config(device), section.comparison_resamples, section.permutations,
+                   section.repeats, section.require_patients, section.threads)
+
+    def split_seed(self, repeat: int) -> int:
+        """The split seed of repeat ``repeat`` (repeat 0 uses the protocol's own seed)."""
+        return self.seed if repeat == 0 else int(stable_hash(["repeat", self.seed, repeat]), 16) % (2**31 - 1)
 
 
 @dataclass
 class Cell:
-    """One (encoder, head) on one task: its board row and its cross-validation result."""
+    """One (encoder, head) on one task: its board row and its cross-validation results (one per
+    repeat)."""
 
     row: Row
-    result: CrossValResult
+    results: list[CrossValResult]
+
+    @property
+    def result(self) -> CrossValResult:
+        """The first repeat's result."""
+        return self.results[0]
 
     @property
     def summary(self) -> Summary:
@@ -111,15 +132,16 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                   ) -> TaskResult | None:
     """Cross-validate every head on every encoder's bags of ``inputs``; ``None`` when too few scans."""
     labels = inputs.labels
-    patients = set((inputs.patient_of or {}).get(i, i) for i in labels)
+    level, patient_of = _patient_level(inputs, protocol)
+    patients = {(patient_of or {}).get(i, i) for i in labels}
     if len(patients) < protocol.folds * 2:
         log.info("task %s: only %d usable scans (%d patients); skipped", inputs.task_id, len(labels),
                  len(patients))
         return None
-    splits = ensure_splits(task_dir / "splits", labels, inputs.label_type, k=protocol.folds,
-                           seed=protocol.seed, val_fraction=protocol.val_fraction,
-                           patient_of=inputs.patient_of)
-    ids = splits.scan_ids
+    splits = [ensure_splits(task_dir / "splits", labels, inputs.label_type, k=protocol.folds,
+                            seed=protocol.split_seed(r), val_fraction=protocol.val_fraction,
+                            patient_of=patient_of) for r in range(protocol.repeats)]
+    ids = splits[0].scan_ids
     metrics = [m for m in metrics if inputs.label_type in m.label_types]
     cells: list[Cell] = []
     with _cpu_threads(protocol.threads if protocol.train.device == "cpu" else None):
@@ -130,23 +152,65 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                 log.info("cross-validating %s + %s on %s", source.label, head.ref.id, inputs.task_id)
                 cross_validate = partial(
                     run_crossval, padded, label_type=inputs.label_type, label_names=inputs.label_names,
-                    splits=splits, aggregator=head.spec, options=head.ref.options, config=protocol.train,
+                    aggregator=head.spec, options=head.ref.options, config=protocol.train,
                     bagset_fingerprint=bagset, results_dir=task_dir / "folds")
-                result = cross_validate(labels=labels)
-                summary = summarize(result, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
-                shuffled = None
-                if protocol.shuffle_controls > 0:
-                    shuffled = _shuffle_controls(protocol.shuffle_controls, protocol.seed, labels,
-                                                 inputs.patient_of, cross_validate)
-                cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, shuffled), result))
+                results = [cross_validate(labels=labels, splits=split) for split in splits]
+                summary = summarize(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
+                null = None
+                if protocol.permutations > 0:
+                    point = summarize(results[0], n_boot=1, seed=0, metrics=metrics)
+                    null = permutation_null(protocol.permutations, protocol.seed, labels, patient_of,
+                                            point.get(inputs.metric).mean,
+                                            partial(cross_validate, splits=splits[0]), inputs.metric, metrics)
+                cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
             del padded, bags
-    comparisons = compare_rows({cell.row.name: cell.result for cell in cells}, metric=inputs.metric,
-                               n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
+    runs = {cell.row.name: cell.results for cell in cells}
+    pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
+    comparisons = compare_pairs(runs, pairs, metric=inputs.metric, n_boot=protocol.comparison_resamples,
+                                seed=protocol.seed, metrics=metrics)
+    matrix = all_pairs(runs, metric=inputs.metric, n_boot=protocol.comparison_resamples, seed=protocol.seed,
+                       metrics=metrics)
     extra = [(m.name, m.title or m.name) for m in metrics if m.name not in _BOARD_COLUMNS]
     board = TaskBoard(inputs.task_id, inputs.label_type, inputs.label_names, len(ids), protocol.folds,
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,
-                      extra_metrics=extra)
+                      extra_metrics=extra, level=level, repeats=protocol.repeats,
+                      permutations=protocol.permutations, pairs=matrix)
     return TaskResult(board, cells, task_dir)
+
+
+def _patient_level(inputs: TaskInputs, protocol: EvaluationProtocol) -> tuple[str, dict[str, str] | None]:
+    """``("patient-level", patients)`` when every scan names its patient; otherwise the scans without
+    one become their own group, the board says "scan-level", and the run warns (or refuses, when the
+    protocol requires patients)."""
+    known = {i: p for i, p in (inputs.patient_of or {}).items() if i in inputs.labels}
+    missing = len(inputs.labels) - len(known)
+    if not missing:
+        return "patient-level", known
+    message = (f"task {inputs.task_id}: {missing} of {len(inputs.labels)} scans name no patient, so their "
+               "folds are scan-level: several scans of one patient may fall into different folds")
+    if protocol.require_patients:
+        raise DataError(message + " (crossval.require_patients is set)")
+    log.warning("WARNING: %s", message)
+    return "scan-level", ({**{i: i for i in inputs.labels}, **known} if known else None)
+
+
+def permutation_null(count: int, seed: int, labels: dict[str, np.ndarray], patient_of: dict[str, str] | None,
+                     observed: float, cross_validate: Callable[..., CrossValResult], metric: str,
+                     metrics: Sequence[MetricSpec]) -> NullSummary:
+    """The row's macro ``metric`` under ``count`` patient-level label permutations through the same folds
+    and training; the permutation p is ``(1 + #{null >= observed}) / (count + 1)``."""
+    values = []
+    for index in range(count):
+        permuted = permute_labels(labels, patient_of, seed=seed + 1000 + index)
+        result = cross_validate(labels=permuted, control=f"permutation-{index}")
+        values.append(summarize(result, n_boot=1, seed=0, metrics=metrics).get(metric).mean)
+    null = np.asarray(values, dtype=float)
+    finite = null[~np.isnan(null)]
+    if not len(finite):
+        return NullSummary(count, math.nan, math.nan, math.nan, math.nan, values)
+    low, high = np.percentile(finite, [2.5, 97.5])
+    p = (1 + int(np.sum(finite >= observed))) / (len(finite) + 1)
+    return NullSummary(count, float(finite.mean()), float(low), float(high), p, values)
 
 
 _BOARD_COLUMNS = ("auroc", "auprc", "balanced_accuracy", "f1_macro")
@@ -156,17 +220,6 @@ _BOARD_COLUMNS = ("auroc", "auprc", "balanced_accuracy", "f1_macro")
 def task_folder(run_dir: Path, task_id: str) -> Path:
     """Where a task's splits, folds and results live in a run folder."""
     return run_dir / "tasks" / safe_filename(task_id)
-
-
-def _shuffle_controls(count: int, seed: int, labels: dict[str, np.ndarray], patient_of: dict[str, str] | None,
-                      cross_validate: Callable[..., CrossValResult]) -> float:
-    """Mean macro AUROC of ``count`` runs on labels shuffled across patients (leakage shows above 0.5)."""
-    values = []
-    for index in range(count):
-        shuffled = permute_labels(labels, patient_of, seed=seed + 1000 + index)
-        result = cross_validate(labels=shuffled, control=f"shuffle-{index}")
-        values.append(summarize(result, n_boot=1, seed=0).get("auroc").mean)
-    return float(np.nanmean(values))
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from clear_bench.components import build_encoder
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import WeightsNotFoundError
 from clear_bench.evaluation.bags import Bag
+from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.extraction import ExtractionReport, extract, load_bags, slice_plan_for
 from clear_bench.pipeline.plan import LeftOut, PlannedEncoder, RunPlan
 from clear_bench.specs import Encoder, ScanSource, stable_hash
@@ -46,6 +47,13 @@ class EncoderRecord:
         """What a board says about the weights."""
         return weights_text(self.encoder.weights_digest, random_init=self.encoder.random_init,
                             reference=self.planned.spec.reference)
+
+    @property
+    def role(self) -> EncoderRole:
+        """What the declared comparisons need to know of this encoder."""
+        ref = self.planned.ref
+        return EncoderRole(self.label, ref.name, reference=self.planned.spec.reference,
+                           random_init=self.encoder.random_init, baseline=ref.baseline, twin_of=ref.twin_of)
 
 
 @dataclass
@@ -121,6 +129,10 @@ class CachedBags:
     @property
     def weights(self) -> str:
         return self.record.weights
+
+    @property
+    def role(self) -> EncoderRole:
+        return self.record.role
 
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
         """The bags of ``scan_ids`` and a fingerprint of what they were computed from."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clear_bench.errors import UserError
 from clear_bench.evaluation.bags import Bag
+from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.evaluation.inputs import LabelTable, read_feature_folder
 from clear_bench.pipeline.evaluate import EvaluationProtocol, TaskInputs, evaluate_task, task_folder
 from clear_bench.pipeline.extract import weights_text
@@ -29,6 +30,7 @@ class FolderBags:
     weights: str
     bags: dict[str, Bag]
     fingerprint: str
+    role: EncoderRole
 
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
         return {i: self.bags[i] for i in scan_ids}, self.fingerprint
@@ -36,9 +38,11 @@ class FolderBags:
 
 def evaluate_features(features: Sequence[tuple[str, Path]], table: LabelTable, heads: Sequence[PlannedHead],
                       protocol: EvaluationProtocol, metrics: Sequence[MetricSpec], out_dir: Path, *,
-                      task_id: str, benchmark: str) -> RunResult:
+                      task_id: str, benchmark: str, baselines: Sequence[str] = ()) -> RunResult:
     """Evaluate every ``(name, folder)`` of embeddings on the labels of ``table``; the scans every folder
-    holds are used, the others are left out and listed on the board."""
+    holds are used, the others are left out and listed on the board. The files' provenance (written by
+    ``extract --export-clear``) says which folder is a reference or a random-init twin; ``baselines``
+    names folders every other row is compared with."""
     sources, failed = [], {}
     for name, folder in features:
         read = read_feature_folder(folder, sorted(table.labels))
@@ -48,7 +52,9 @@ def evaluate_features(features: Sequence[tuple[str, Path]], table: LabelTable, h
         label = f"{name} (random init)" if info.get("random_init") else name
         weights = weights_text(str(info["weights_digest"]), random_init=bool(info.get("random_init")),
                                reference=bool(info.get("reference"))) if "weights_digest" in info else ""
-        sources.append(FolderBags(label, weights, read.bags, read.fingerprint))
+        role = EncoderRole(label, str(info.get("encoder", name)), reference=bool(info.get("reference")),
+                           random_init=bool(info.get("random_init")), baseline=name in baselines)
+        sources.append(FolderBags(label, weights, read.bags, read.fingerprint, role))
     for scan_id, why in sorted(failed.items()):
         log.info("left out %s: %s", scan_id, why)
     ids = sorted(set(table.labels) - set(failed))

@@ -7,7 +7,9 @@ Layout of a run folder (``load_results`` reads it back)::
     tasks/<task>/results/cells.json           one entry per (encoder, head): files, weights, controls
     tasks/<task>/results/<row>.json           the row's summary (every metric, per label and macro)
     tasks/<task>/results/<row>.predictions.csv  out-of-fold probabilities
-    tasks/<task>/results/comparisons.json     the paired comparisons of the board
+    tasks/<task>/results/comparisons.json     the declared comparisons of the board
+    leaderboards/<task>.pairs.csv             the all-pairs matrix (exploratory, Holm over the matrix)
+    leaderboards/<task>.reliability.png       reliability diagram of every row (per-fold bins, averaged)
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 
 from clear_bench import __version__
 from clear_bench.atomic import atomic_write_text
+from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult
+from clear_bench.evaluation.reliability import reliability_diagram
 from clear_bench.leaderboard import render_overall_board, render_task_board
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
@@ -42,8 +46,16 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
     boards = [result.board for result in results]
     written = []
     for folder in sorted({run_dir / "leaderboards", *leaderboard_dirs}):
-        for board in boards:
-            path = folder / f"{safe_filename(board.task)}.md"
+        for result in results:
+            board = result.board
+            stem = safe_filename(board.task)
+            atomic_write_text(folder / f"{stem}.pairs.csv", pairs_csv(board.pairs))
+            board.files = {"all-pairs matrix": f"{stem}.pairs.csv"}
+            if result.cells:
+                reliability_diagram({c.row.name: c.result for c in result.cells},
+                                    folder / f"{stem}.reliability.png", title=f"{board.task}: reliability")
+                board.files["reliability diagram"] = f"{stem}.reliability.png"
+            path = folder / f"{stem}.md"
             atomic_write_text(path, render_task_board(board, benchmark=benchmark, version=__version__))
             written.append(path)
         if boards:
@@ -66,28 +78,43 @@ def write_task_results(result: TaskResult) -> None:
         stem = safe_filename(cell.row.name)
         summary = json.dumps(cell.summary.to_dict(), indent=1, sort_keys=True)
         atomic_write_text(folder / f"{stem}.json", summary)
-        atomic_write_text(folder / f"{stem}.predictions.csv", predictions_csv(cell.result))
+        atomic_write_text(folder / f"{stem}.predictions.csv", predictions_csv(cell.results))
+        null = asdict(cell.row.null) if cell.row.null else None
         index.append({"encoder": cell.row.encoder, "aggregator": cell.row.aggregator,
-                      "weights": cell.row.weights, "shuffled_auroc": cell.row.shuffled_auroc,
+                      "weights": cell.row.weights, "null": null,
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
     atomic_write_text(folder / "cells.json", json.dumps(_finite({
         "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
-        "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric,
+        "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
+        "repeats": board.repeats, "permutations": board.permutations,
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
     comparisons = [asdict(c) for c in board.comparisons]
     atomic_write_text(folder / "comparisons.json", json.dumps(_finite(comparisons), indent=1, sort_keys=True))
 
 
-def predictions_csv(result: CrossValResult) -> str:
-    """Out-of-fold probabilities: ``scan_id,fold,p_<label>...``."""
+def predictions_csv(results: Sequence[CrossValResult]) -> str:
+    """Out-of-fold probabilities of every repeat: ``scan_id,repeat,fold,p_<label>...``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["scan_id", "fold", *(f"p_{label}" for label in result.label_names)])
-    for fold in sorted(result.folds, key=lambda f: f.fold):
-        for scan_id, probs in zip(fold.test_ids, fold.test_probs, strict=True):
-            writer.writerow([scan_id, fold.fold, *(f"{p:.6f}" for p in np.asarray(probs).reshape(-1))])
+    writer.writerow(["scan_id", "repeat", "fold", *(f"p_{label}" for label in results[0].label_names)])
+    for repeat, result in enumerate(results):
+        for fold in sorted(result.folds, key=lambda f: f.fold):
+            for scan_id, probs in zip(fold.test_ids, fold.test_probs, strict=True):
+                writer.writerow([scan_id, repeat, fold.fold,
+                                 *(f"{p:.6f}" for p in np.asarray(probs).reshape(-1))])
+    return buffer.getvalue()
+
+
+def pairs_csv(pairs: Sequence[PairedComparison]) -> str:
+    """The all-pairs matrix: one line per pair, ``difference = row - reference``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["row", "reference", "metric", "difference", "ci_low", "ci_high", "p", "p_holm"])
+    for c in pairs:
+        values = (c.difference, c.ci_low, c.ci_high, c.p_value, c.p_holm)
+        writer.writerow([c.row, c.reference, c.metric, *(f"{v:.6g}" for v in values)])
     return buffer.getvalue()
 
 

@@ -28,7 +28,8 @@ tasks:
   - name: lesion-location
     options: {{source: {{name: synthetic, patients: 20, slices: 8, matrix: 48, cache_dir: volumes}}}}
 aggregators: [abmil, mean-pool]
-crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8}}
+crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8, permutations: 2,
+           comparison_resamples: 2000}}
 """
 
 
@@ -75,7 +76,7 @@ def test_rerun_reuses_embeddings_and_folds(first_run, capsys) -> None:
     config, board, _ = first_run
     folds = sorted((config.parent / "run" / "tasks" / "lesion-location" / "folds").glob("*.npz"))
     stamps = {path: path.stat().st_mtime_ns for path in folds}
-    assert len(folds) == 2 * 2 * 2  # encoders x aggregators x folds
+    assert len(folds) == 2 * 2 * 2 * 3  # encoders x aggregators x folds x (the real labels + 2 permutations)
     capsys.readouterr()
     assert main(["run", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out

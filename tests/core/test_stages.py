@@ -32,11 +32,12 @@ tasks:
   - name: lesion-location
     options: {{source: {{name: synthetic, patients: 20, slices: 8, matrix: 48, cache_dir: volumes}}}}
 aggregators: [abmil, mean-pool]
-crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8}}
+crossval: {{folds: 2, epochs: 2, patience: 2, bootstrap: 50, batch_size: 8, permutations: 2,
+           comparison_resamples: 2000}}
 """
 
-BRIER_PLUGIN = '''
-"""A metric plugin: the Brier score of each label's probabilities (lower is better)."""
+MAE_PLUGIN = '''
+"""A metric plugin: the mean absolute error of each label's probabilities (lower is better)."""
 
 import numpy as np
 
@@ -44,14 +45,14 @@ from clear_bench import hookimpl
 from clear_bench.specs import MetricSpec, per_label_metric
 
 
-def brier(y, scores, weights):
+def absolute_error(y, scores, weights):
     w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
-    return (w * (scores - y.astype(float)) ** 2).sum(axis=1) / w.sum(axis=1)
+    return (w * np.abs(scores - y.astype(float))).sum(axis=1) / w.sum(axis=1)
 
 
 @hookimpl
 def clear_bench_metrics():
-    return [MetricSpec("brier", per_label_metric(brier), higher_is_better=False, title="Brier")]
+    return [MetricSpec("mae", per_label_metric(absolute_error), higher_is_better=False, title="MAE")]
 '''
 
 
@@ -68,16 +69,17 @@ def test_run_and_evaluate_features_give_identical_boards(tmp_path: Path) -> None
                                                  "matrix": 48, "cache_dir": str(tmp_path / "volumes")}})
     with (tmp_path / "labels.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", *data.label_names])
+        writer.writerow(["image", "patient_id", *data.label_names])
         for scan_id, label in sorted(data.labels.items()):
-            writer.writerow([scan_id, *(int(v) for v in label)])
+            writer.writerow([scan_id, data.patient_of[scan_id], *(int(v) for v in label)])
 
     out = tmp_path / "features-run"
     assert main(["evaluate", "--features", f"hu-reference={exported / 'hu-reference'}",
                  "--features", f"vit-tiny={exported / 'vit-tiny'}", "--labels", str(tmp_path / "labels.csv"),
                  "--out", str(out), "--task", "lesion-location", "--name", "tiny",
                  "--aggregator", "abmil", "--aggregator", "mean-pool", "--folds", "2", "--epochs", "2",
-                 "--patience", "2", "--bootstrap", "50", "--batch-size", "8"]) == 0
+                 "--patience", "2", "--bootstrap", "50", "--batch-size", "8", "--permutations", "2",
+                 "--comparison-resamples", "2000"]) == 0
     from_run = (tmp_path / "boards" / "lesion-location.md").read_text()
     from_features = (out / "leaderboards" / "lesion-location.md").read_text()
     assert "| vit-tiny (random init) | abmil |" in from_features
@@ -86,9 +88,9 @@ def test_run_and_evaluate_features_give_identical_boards(tmp_path: Path) -> None
 
 
 def test_python_api_runs_a_benchmark_and_reads_dataframes_with_a_metric_plugin(tmp_path: Path) -> None:
-    (tmp_path / "brier_metric.py").write_text(BRIER_PLUGIN)
+    (tmp_path / "mae_metric.py").write_text(MAE_PLUGIN)
     config = tmp_path / "tiny.yaml"
-    config.write_text(BENCH.format(plugins="plugins: [brier_metric.py]"))
+    config.write_text(BENCH.format(plugins="plugins: [mae_metric.py]"))
 
     result = clear_bench.run(config)
     tables = clear_bench.load_results(result.run_dir)
@@ -98,11 +100,17 @@ def test_python_api_runs_a_benchmark_and_reads_dataframes_with_a_metric_plugin(t
     assert set(rows.index) == {("hu-reference", "abmil"), ("hu-reference", "mean-pool"),
                                ("vit-tiny (random init)", "abmil"), ("vit-tiny (random init)", "mean-pool")}
     assert rows["auroc"].between(0, 1).all() and (rows["auroc_ci_low"] <= rows["auroc_ci_high"]).all()
-    assert rows["brier"].between(0, 1).all()
-    per_label = tables.metrics.query("metric == 'brier' and label != 'macro'")
+    assert rows["mae"].between(0, 1).all() and rows["brier"].between(0, 1).all()  # plugin and built-in
+    per_label = tables.metrics.query("metric == 'mae' and label != 'macro'")
     assert set(per_label["label"]) <= {"bone", "abdomen", "mediastinum", "liver", "lung", "kidney",
                                        "soft tissue", "pelvis"} and len(per_label) > 0
-    assert len(tables.comparisons) == 3 and tables.comparisons["p_holm"].between(0, 1).all()
+    # declared before any result: each vit-tiny row against the HU floor with the same head
+    assert sorted(zip(tables.comparisons["row"], tables.comparisons["reference"], tables.comparisons["kind"],
+                      strict=True)) == [
+        ("vit-tiny (random init) + abmil", "hu-reference + abmil", "floor"),
+        ("vit-tiny (random init) + mean-pool", "hu-reference + mean-pool", "floor")]
+    assert tables.comparisons["p_holm"].between(0, 1).all()
+    assert (tables.comparisons["p_holm"] >= tables.comparisons["p_value"]).all()
     predictions = tables.predictions
     assert set(predictions["aggregator"]) == {"abmil", "mean-pool"}
     assert predictions.groupby(["encoder", "aggregator"])["scan_id"].nunique().eq(20).all()
@@ -110,12 +118,12 @@ def test_python_api_runs_a_benchmark_and_reads_dataframes_with_a_metric_plugin(t
 
     board = (tmp_path / "boards" / "lesion-location.md").read_text()
     header = next(line for line in board.splitlines() if line.startswith("| rank |"))
-    assert "| Brier |" in header
-    macro_brier = rows.loc[("hu-reference", "abmil"), "brier"]
+    assert "| MAE |" in header and "| Brier |" in header and "| ECE |" in header
+    macro_mae = rows.loc[("hu-reference", "abmil"), "mae"]
     hu_line = next(line for line in board.splitlines() if "| hu-reference | abmil |" in line)
     cells = [c.strip() for c in hu_line.split("|")]
-    brier_cell = cells[header.split("|").index(" Brier ")]
-    assert brier_cell.startswith(f"{macro_brier:.3f}")
+    mae_cell = cells[header.split("|").index(" MAE ")]
+    assert mae_cell.startswith(f"{macro_mae:.3f}")
 
 
 def test_create_encoder_builds_a_registered_encoder() -> None:

@@ -47,25 +47,29 @@ def test_evaluate_writes_results_and_reuses_them(folder, capsys):
     argv = ["--features", str(root / "feats"), "--labels", str(root / "labels.csv"),
             "--out", str(root / "out"), "--aggregator", "abmil", "--aggregator", "mean-pool",
             "--epochs", "3", "--folds", "3",
-            "--option", "hidden_dim=16", "--shuffle-controls", "1", "--bootstrap", "50", "--lr", "5e-3"]
+            "--option", "hidden_dim=16", "--permutations", "1", "--bootstrap", "50", "--lr", "5e-3",
+            "--comparison-resamples", "2000"]
     assert evaluate.run(parse(argv)) == 0
     printed = capsys.readouterr().out
     assert "scan-0007: feats: no feature file" in printed and "no dataset 'feats'" in printed
-    assert "macro AUROC" in printed and "liver" in printed and "shuffled-label AUROC" in printed
+    assert "macro AUROC" in printed and "liver" in printed and "null AUROC [95%]" in printed
     out = root / "out"
     results = out / "tasks" / "labels" / "results"
     cells = {c["aggregator"]: c for c in json.loads((results / "cells.json").read_text())["cells"]}
     summary = json.loads((results / cells["abmil"]["summary"]).read_text())
     assert {m["label"] for m in summary["metrics"]} == {"liver", "lung", "macro"}
     predictions = (results / cells["mean-pool"]["predictions"]).read_text().splitlines()
-    assert predictions[0] == "scan_id,fold,p_liver,p_lung" and len(predictions) == 1 + 48
+    assert predictions[0] == "scan_id,repeat,fold,p_liver,p_lung" and len(predictions) == 1 + 48
     manifest = json.loads((out / "run.json").read_text())
     assert set(manifest["tasks"][0]["left_out"]) == {"scan-0007", "scan-0009"}
-    assert len(json.loads((results / "comparisons.json").read_text())) == 1
+    # one encoder and no declared reference: nothing to compare in the family; the matrix pairs the heads
+    assert json.loads((results / "comparisons.json").read_text()) == []
+    matrix = (out / "leaderboards" / "labels.pairs.csv").read_text().splitlines()
+    assert len(matrix) == 2 and matrix[1].startswith("feats + abmil,feats + mean-pool,auroc,")
     board = (out / "leaderboards" / "labels.md").read_text()
     assert "## Scans left out" in board and "- scan-0007: feats: no feature file" in board
     folds = sorted((out / "tasks" / "labels" / "folds").glob("*.npz"))
-    assert len(folds) == 2 * 3 * 2  # two heads, three folds, real run + one shuffle control
+    assert len(folds) == 2 * 3 * 2  # two heads, three folds, real run + one label permutation
     stamps = {path: path.stat().st_mtime_ns for path in folds}
     assert evaluate.run(parse(argv)) == 0
     assert {path: path.stat().st_mtime_ns for path in folds} == stamps  # every fold reused

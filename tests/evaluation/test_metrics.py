@@ -15,7 +15,7 @@ from sklearn.metrics import (
 )
 
 from clear_bench.evaluation.bootstrap import bootstrap_weights, summarize
-from clear_bench.evaluation.compare import compare_rows, delong, holm
+from clear_bench.evaluation.compare import all_pairs, compare_pairs, delong, holm
 from clear_bench.evaluation.crossval import CrossValResult, FoldResult
 from clear_bench.evaluation.metrics import (
     auprc,
@@ -177,6 +177,16 @@ def test_fast_delong_matches_the_pairwise_definition():
 def test_holm_adjustment():
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.2]), [0.04, 0.09, 0.09, 0.2])
     assert holm([0.5, 0.9]) == [1.0, 1.0]
+    # an undefined p is no member of the family: it stays undefined and does not enlarge the others
+    adjusted = holm([0.01, math.nan, 0.03])
+    assert math.isnan(adjusted[1])
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.03)
+
+
+def test_delong_with_a_degenerate_variance_but_different_aurocs_is_undefined():
+    y = np.array([0, 0, 1, 1])
+    auc_a, auc_b, z, p = delong(y, np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.9, 0.8, 0.2, 0.1]))
+    assert auc_a == 1.0 and auc_b == 0.0 and math.isnan(z) and math.isnan(p)
 
 
 def test_paired_comparison_finds_a_real_difference_and_not_a_fake_one():
@@ -187,13 +197,18 @@ def test_paired_comparison_finds_a_real_difference_and_not_a_fake_one():
     same = result_from([n + 2.0 * y + 1e-3 * rng.normal(size=80) for n, y in zip(noise, fold_y, strict=True)],
                        fold_y)
     weak = result_from([rng.normal(size=80) + 0.5 * y for y in fold_y], fold_y)
-    comparisons = compare_rows({"strong": strong, "same": same, "weak": weak}, n_boot=500)
+    results = {"strong": strong, "same": same, "weak": weak}
+    comparisons = compare_pairs(results, [("weak", "strong", "baseline"), ("same", "strong", "baseline")],
+                                n_boot=500)
     by_row = {c.row: c for c in comparisons}
-    assert set(by_row) == {"same", "weak"} or set(by_row) == {"strong", "weak"}
-    assert by_row["weak"].p_value < 0.01 and by_row["weak"].ci_low > 0
-    other = "same" if "same" in by_row else "strong"
-    assert by_row[other].p_value > 0.05 and by_row[other].ci_low <= 0 <= by_row[other].ci_high
+    assert set(by_row) == {"same", "weak"} and all(c.reference == "strong" for c in comparisons)
+    assert by_row["weak"].p_value < 0.01 and by_row["weak"].ci_high < 0  # weak is worse: row - reference
+    assert by_row["same"].p_value > 0.05 and by_row["same"].ci_low <= 0 <= by_row["same"].ci_high
     assert all(c.p_holm >= c.p_value for c in comparisons)
+    assert by_row["weak"].p_floor == pytest.approx(2 / 501)
+    matrix = all_pairs(results, n_boot=500)
+    expected = {("strong", "same"), ("strong", "weak"), ("same", "weak")}
+    assert {(c.row, c.reference) for c in matrix} == expected
     combined = [t for t in by_row["weak"].delong if t.fold == -1]
     assert combined and combined[0].p_value < 0.01
     assert len([t for t in by_row["weak"].delong if t.fold >= 0]) == 5
@@ -204,4 +219,4 @@ def test_comparison_refuses_rows_on_different_splits():
     a = result_from([rng.random(20)], [np.arange(20) % 2], split="one")
     b = result_from([rng.random(20)], [np.arange(20) % 2], split="two")
     with pytest.raises(SplitMismatchError):
-        compare_rows({"a": a, "b": b})
+        compare_pairs({"a": a, "b": b}, [("a", "b", "pair")])

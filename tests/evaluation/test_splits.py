@@ -10,6 +10,7 @@ import pytest
 from clear_bench.errors import DataError
 from clear_bench.evaluation.splits import (
     SplitMismatchError,
+    assignment_fingerprint,
     ensure_splits,
     iterative_stratification,
     load_splits,
@@ -94,13 +95,14 @@ def test_same_inputs_same_splits_and_fingerprint_and_file(tmp_path):
     labels = multilabel()
     first = ensure_splits(tmp_path, labels, "multilabel", k=5, seed=0)
     files = list(tmp_path.glob("splits-*.json"))
-    assert [p.name for p in files] == [f"splits-{first.fingerprint}.json"]
+    assert [p.name for p in files] == [f"splits-{first.request}.json"]
     for _encoder in ("encoder-a", "encoder-b"):
         again = ensure_splits(tmp_path, dict(reversed(list(labels.items()))), "multilabel", k=5, seed=0)
         assert again == first
     assert make_splits(labels, "multilabel", k=5, seed=0) == first
     assert load_splits(files[0]) == first
-    assert first.fingerprint == split_fingerprint(labels, "multilabel", 5, 0)
+    assert first.request == split_fingerprint(labels, "multilabel", 5, 0)
+    assert first.fingerprint == assignment_fingerprint(first.folds, first.patient_of)
 
 
 def test_fingerprint_changes_with_what_determines_the_split():
@@ -119,7 +121,7 @@ def test_fingerprint_changes_with_what_determines_the_split():
 
 def test_saved_file_is_valid_json_written_atomically(tmp_path):
     splits = ensure_splits(tmp_path, multilabel(50), "multilabel", k=5)
-    data = json.loads((tmp_path / f"splits-{splits.fingerprint}.json").read_text())
+    data = json.loads((tmp_path / f"splits-{splits.request}.json").read_text())
     assert data["fingerprint"] == splits.fingerprint and len(data["folds"]) == 5
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -130,6 +132,20 @@ def test_damaged_split_file_is_a_clear_error(tmp_path):
     (tmp_path / f"splits-{fingerprint}.json").write_text("{not json")
     with pytest.raises(DataError, match=f"splits-{fingerprint}.json"):
         ensure_splits(tmp_path, labels, "multilabel")
+
+
+def test_the_fingerprint_is_that_of_the_fold_assignment_and_an_edited_file_is_refused(tmp_path):
+    labels = multilabel(40)
+    splits = ensure_splits(tmp_path, labels, "multilabel", k=4)
+    other_seed = make_splits(labels, "multilabel", k=4, seed=3)
+    assert other_seed.folds != splits.folds and other_seed.fingerprint != splits.fingerprint
+    path = tmp_path / f"splits-{splits.request}.json"
+    data = json.loads(path.read_text())
+    moved = data["folds"][0]["test"].pop()
+    data["folds"][1]["test"].append(moved)  # a scan moved to another fold, fingerprint left as it was
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="the folds it holds hash to"):
+        ensure_splits(tmp_path, labels, "multilabel", k=4)
 
 
 def test_leaderboard_refuses_rows_on_different_splits():

@@ -86,6 +86,7 @@ class CrossValConfig:
     repeats: int
     require_patients: bool
     threads: int
+    workers: int
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
         """The heads' training settings: every :class:`TrainConfig` field this section sets."""
@@ -152,6 +153,8 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
                                                 "instead of evaluating it scan-level"),
         "threads": Option(int, 1, "torch CPU threads while heads train (small heads run fastest on 1)"),
+        "workers": Option(int, 0, "processes training heads in parallel, one thread each (0: one per CPU "
+                                  "core); results are identical to a serial run"),
     },
 }
 

@@ -25,6 +25,7 @@ from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary, summarize
 from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs
 from clear_bench.evaluation.crossval import CrossValResult, permute_labels, run_crossval
+from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
 from clear_bench.leaderboard import NullSummary, Row, TaskBoard
@@ -87,13 +88,15 @@ class EvaluationProtocol:
     repeats: int = 1
     require_patients: bool = False
     threads: int = 1
+    workers: int = 0
+    """Processes that train heads in parallel (0: one per CPU core)."""
 
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
         """The protocol a benchmark YAML's ``crossval`` section declares."""
         return cls(section.folds, section.seed, section.val_fraction, section.bootstrap,
                    section.train_config(device), section.comparison_resamples, section.permutations,
-                   section.repeats, section.require_patients, section.threads)
+                   section.repeats, section.require_patients, section.threads, section.workers)
 
     def split_seed(self, repeat: int) -> int:
         """The split seed of repeat ``repeat`` (repeat 0 uses the protocol's own seed)."""
@@ -148,12 +151,20 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
         for source in encoders:
             bags, bagset = source.load(ids)
             padded = pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
+            trainers = {head.ref.id: partial(
+                run_crossval, padded, label_type=inputs.label_type, label_names=inputs.label_names,
+                aggregator=head.spec, options=head.ref.options, config=protocol.train,
+                bagset_fingerprint=bagset, results_dir=task_dir / "folds") for head in heads}
+            permuted = [permute_labels(labels, patient_of, seed=protocol.seed + 1000 + index)
+                        for index in range(protocol.permutations)]
+            jobs = [partial(train, labels=labels, splits=split)
+                    for train in trainers.values() for split in splits]
+            jobs += [partial(train, labels=null_labels, control=f"permutation-{index}", splits=splits[0])
+                     for train in trainers.values() for index, null_labels in enumerate(permuted)]
+            run_in_workers(jobs, worker_count(protocol.workers, len(jobs)))
             for head in heads:
                 log.info("cross-validating %s + %s on %s", source.label, head.ref.id, inputs.task_id)
-                cross_validate = partial(
-                    run_crossval, padded, label_type=inputs.label_type, label_names=inputs.label_names,
-                    aggregator=head.spec, options=head.ref.options, config=protocol.train,
-                    bagset_fingerprint=bagset, results_dir=task_dir / "folds")
+                cross_validate = trainers[head.ref.id]
                 results = [cross_validate(labels=labels, splits=split) for split in splits]
                 summary = summarize(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
                 null = None

@@ -184,3 +184,25 @@ def test_parameter_digest_identifies_weights():
     with torch.no_grad():
         next(model.parameters())[0, 0] += 1
     assert parameter_digest(model) != digest
+
+
+def test_trainings_in_forked_workers_give_the_serial_results(data, tmp_path):
+    """The workers only fill the fold cache; each fold seeds its own RNG, so the process does not matter."""
+    from functools import partial
+
+    from clear_bench.evaluation.parallel import run_in_workers, worker_count
+
+    serial = run(data, results_dir=tmp_path / "serial")
+    _, labels, splits, padded = data
+    job = partial(run_crossval, padded, labels, "multilabel", ["a", "b"], splits, SPECS["abmil"], OPTIONS,
+                  TrainConfig(epochs=4, lr=5e-3, batch_size=16, patience=4, max_instances=16),
+                  bagset_fingerprint="bags-v1", results_dir=tmp_path / "parallel")
+    folds = [partial(job, folds=[index]) for index in range(3)]
+    assert worker_count(2, len(folds)) == 2 and worker_count(8, 1) == 1
+    run_in_workers(folds, 2)
+    assert len(list((tmp_path / "parallel").glob("*.npz"))) == 3  # written by the workers
+    parallel = run(data, results_dir=tmp_path / "parallel")
+    for a, b in zip(serial.folds, parallel.folds, strict=True):
+        assert a.key == b.key
+        np.testing.assert_array_equal(a.test_probs, b.test_probs)
+        assert a.curve == b.curve

@@ -230,6 +230,11 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
 
     components = {kind: _check_components(top.get(kind), kind, base, problems)
                   for kind in ("encoders", "tasks", "aggregators") if kind in top}
+    encoder_ids = {ref.id for _, ref in components.get("encoders", [])}
+    for index, ref in components.get("encoders", []):
+        if ref.twin_of is not None and ref.twin_of not in encoder_ids:
+            problems.add(f"encoders[{index}].twin_of", f"no encoder entry has the id '{ref.twin_of}'"
+                                                       f"{suggest(ref.twin_of, encoder_ids)}")
     if registry is not None:
         for kind, refs in components.items():
             for index, ref in refs:

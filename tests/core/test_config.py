@@ -229,3 +229,25 @@ def test_pretrain_entry_paths_are_taken_from_the_yaml_folder_and_options_checked
     path.write_text(path.read_text().replace("tiny.yaml", "none.yaml"))
     assert any("encoders[0].pretrain.config: file not found:" in line and "none.yaml" in line
                for line in problems_of(path))
+
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCHMARKS.glob("*.yaml")))
+def test_every_shipped_benchmark_validates(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = BENCHMARKS / name
+    assert main(["run", str(path), "--check"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_twin_of_must_name_an_encoder_entry(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders:
+          - {name: toy-encoder, id: trained}
+          - {name: toy-encoder, id: random, twin_of: traned}
+        tasks: [toy-task]
+    """)
+    assert any("encoders[1].twin_of: no encoder entry has the id 'traned' (did you mean 'trained'?)" in line
+               for line in problems_of(path))

@@ -52,11 +52,11 @@ def evaluate_features(features: Mapping[str, str | Path], labels: str | Path, ou
                       crossval: Mapping[str, Any] | None = None, device: str = "cpu",
                       id_column: str = "image", label_columns: Sequence[str] | None = None,
                       patient_column: str | None = None, label_type: str = "auto",
-                      plugins: Sequence[str | Path] = ()) -> RunResult:
+                      baselines: Sequence[str] = (), plugins: Sequence[str | Path] = ()) -> RunResult:
     """Evaluate folders of embeddings in the CLEAR layout (``{name: folder}``) on a label CSV.
 
     ``crossval`` takes the keys of a benchmark YAML's ``crossval`` section; ``aggregators`` are head
-    names, or ``{name: options}``.
+    names, or ``{name: options}``; ``baselines`` name folders every other row is compared with.
     """
     from clear_bench.evaluation.inputs import read_label_csv
     from clear_bench.pipeline.evaluate import EvaluationProtocol
@@ -72,7 +72,7 @@ def evaluate_features(features: Mapping[str, str | Path], labels: str | Path, ou
     table = read_label_csv(labels, id_column, label_type, label_columns, patient_column)
     return evaluate_folders([(name, Path(folder)) for name, folder in features.items()], table, heads,
                             protocol, registry.metrics_for(table.label_type), Path(out_dir),
-                            task_id=task or Path(labels).stem, benchmark=benchmark)
+                            task_id=task or Path(labels).stem, benchmark=benchmark, baselines=baselines)
 
 
 def crossval_settings(values: Mapping[str, Any], *, source: str = "crossval"):

@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--features", action="append", default=[], metavar="[NAME=]DIR",
                         help="folder of {id}.h5 files, one board row per folder (repeatable; NAME "
                              "defaults to the folder's name)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                        help="a --features NAME every other row is compared with (repeatable)")
     parser.add_argument("--labels", type=Path, metavar="CSV", help="CSV: image,label1,...")
     parser.add_argument("--out", type=Path, metavar="DIR", help="run folder to write")
     parser.add_argument("--task", help="task name on the board (default: the label CSV's stem)")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             aggregators=_aggregators(args), task=args.task, benchmark=args.name,
             crossval=given_flags(args, _PROTOCOL), device=args.device, id_column=args.id_column,
             label_columns=args.label_column, patient_column=args.patient_column, label_type=args.label_type,
-            plugins=args.plugin)
+            baselines=args.baseline, plugins=args.plugin)
         for path in result.boards:
             if path.name != "overall.md" and path.parent == args.out / "leaderboards":
                 print(path.read_text())

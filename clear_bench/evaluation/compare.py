@@ -151,18 +151,25 @@ def check_comparable(results: Mapping[str, CrossValResult]) -> None:
                                  f"unfinished run?): {', '.join(sorted(results))}")
 
 
-def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult]],
-                  pairs: Sequence[tuple[str, str, str]], metric: str = "auroc", label: str = MACRO,
-                  n_boot: int = 30000, seed: int = 0, level: float = 0.95,
-                  metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
-    """The declared ``(row, reference, kind)`` pairs on shared bootstrap resamples, Holm-corrected over
-    the family. ``metric`` is a built-in metric's name or one of ``metrics``. A row may hold several
-    results (repeats on distinct splits): each repeat is resampled within its own folds (seed
+@dataclass
+class PairedDraws:
+    """Every row's mean-over-folds metric and its values on shared patient resamples (computed once for
+    the declared family and the all-pairs matrix alike)."""
+
+    metric: str
+    label: str
+    n_boot: int
+    point: dict[str, float]
+    draws: dict[str, np.ndarray]
+
+
+def paired_draws(results: Mapping[str, CrossValResult | Sequence[CrossValResult]], metric: str = "auroc",
+                 label: str = MACRO, n_boot: int = 30000, seed: int = 0,
+                 metrics: Sequence[MetricSpec] | None = None) -> PairedDraws:
+    """The point values and resampled values of every row on the same patient draws. A row may hold
+    several results (repeats on distinct splits): each repeat is resampled within its own folds (seed
     ``seed + r``, the same draws for every row) and the statistic is the mean over repeats."""
     runs = {row: [r] if isinstance(r, CrossValResult) else list(r) for row, r in results.items()}
-    pairs = [(row, ref, kind) for row, ref, kind in pairs if row in runs and ref in runs and row != ref]
-    if not pairs:
-        return []
     repeats = len(next(iter(runs.values())))
     for r in range(repeats):
         check_comparable({row: value[r] for row, value in runs.items()})
@@ -174,23 +181,49 @@ def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult
     weights = [bootstrap_weights(first[r], n_boot, seed + r) for r in range(repeats)]
     chosen = _only(metric, metrics)
     point, draws = {}, {}
-    for row in sorted({name for pair in pairs for name in pair[:2]}):
+    for row, repeated in runs.items():
         points, samples = [], []
-        for r, result in enumerate(runs[row]):
+        for r, result in enumerate(repeated):
             cuts = thresholds(result)
             points.append(nanmean(fold_values(result, None, cuts, chosen)[metric][:, 0, column], axis=0))
             resampled = fold_values(result, weights[r], cuts, chosen)[metric][:, :, column]
             samples.append(nanmean(resampled, axis=0))
         point[row] = float(nanmean(np.asarray(points, dtype=float), axis=0))
         draws[row] = nanmean(np.stack(samples), axis=0)
+    return PairedDraws(metric, label, n_boot, point, draws)
+
+
+def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult]],
+                  pairs: Sequence[tuple[str, str, str]], metric: str = "auroc", label: str = MACRO,
+                  n_boot: int = 30000, seed: int = 0, level: float = 0.95,
+                  metrics: Sequence[MetricSpec] | None = None,
+                  draws: PairedDraws | None = None) -> list[PairedComparison]:
+    """The declared ``(row, reference, kind)`` pairs on shared bootstrap resamples, Holm-corrected over
+    the family. ``metric`` is a built-in metric's name or one of ``metrics``; ``draws`` (from
+    :func:`paired_draws`) saves recomputing the resamples."""
+    pairs = [(row, ref, kind) for row, ref, kind in pairs if row in results and ref in results and row != ref]
+    if not pairs:
+        return []
+    if draws is None:
+        needed = {name for pair in pairs for name in pair[:2]}
+        draws = paired_draws({r: v for r, v in results.items() if r in needed}, metric, label, n_boot, seed,
+                             metrics)
+
+    def first(row: str) -> CrossValResult:
+        value = results[row]
+        return value if isinstance(value, CrossValResult) else value[0]
+
     comparisons = []
+    auroc = draws.metric == "auroc"
     for row, reference, kind in pairs:
-        differences = draws[row] - draws[reference]
+        differences = draws.draws[row] - draws.draws[reference]
         low, high = percentile_interval(differences, level)
+        point = draws.point
         comparisons.append(PairedComparison(
-            row, reference, metric, label, point[reference], point[row], point[row] - point[reference],
-            low, high, bootstrap_p_value(differences), kind=kind, p_floor=p_floor(n_boot),
-            delong=_delong_tests(runs[row][0], runs[reference][0], label) if metric == "auroc" else [],
+            row, reference, draws.metric, draws.label, point[reference], point[row],
+            point[row] - point[reference], low, high, bootstrap_p_value(differences), kind=kind,
+            p_floor=p_floor(draws.n_boot),
+            delong=_delong_tests(first(row), first(reference), draws.label) if auroc else [],
         ))
     for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
         comparison.p_holm = adjusted
@@ -199,12 +232,13 @@ def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult
 
 def all_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult]], metric: str = "auroc",
               label: str = MACRO, n_boot: int = 30000, seed: int = 0, level: float = 0.95,
-              metrics: Sequence[MetricSpec] | None = None) -> list[PairedComparison]:
+              metrics: Sequence[MetricSpec] | None = None,
+              draws: PairedDraws | None = None) -> list[PairedComparison]:
     """Every unordered pair of rows once (``row`` before ``reference`` in the given order), Holm over the
     whole matrix: a secondary, exploratory view beside the declared family (DeLong: repeat 0)."""
     names = list(results)
     pairs = [(a, b, "pair") for i, a in enumerate(names) for b in names[i + 1:]]
-    return compare_pairs(results, pairs, metric, label, n_boot, seed, level, metrics)
+    return compare_pairs(results, pairs, metric, label, n_boot, seed, level, metrics, draws)
 
 
 def _only(name: str, metrics: Sequence[MetricSpec] | None) -> list[MetricSpec]:

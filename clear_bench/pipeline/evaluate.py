@@ -23,7 +23,7 @@ from clear_bench.config import CrossValConfig
 from clear_bench.errors import DataError
 from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary, summarize
-from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs
+from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs, paired_draws
 from clear_bench.evaluation.crossval import CrossValResult, permute_labels, run_crossval
 from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
@@ -177,10 +177,10 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
             del padded, bags
     runs = {cell.row.name: cell.results for cell in cells}
     pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
-    comparisons = compare_pairs(runs, pairs, metric=inputs.metric, n_boot=protocol.comparison_resamples,
-                                seed=protocol.seed, metrics=metrics)
-    matrix = all_pairs(runs, metric=inputs.metric, n_boot=protocol.comparison_resamples, seed=protocol.seed,
-                       metrics=metrics)
+    draws = paired_draws(runs, inputs.metric, n_boot=protocol.comparison_resamples, seed=protocol.seed,
+                         metrics=metrics) if len(runs) > 1 else None
+    comparisons = compare_pairs(runs, pairs, draws=draws) if draws else []
+    matrix = all_pairs(runs, draws=draws) if draws else []
     extra = [(m.name, m.title or m.name) for m in metrics if m.name not in _BOARD_COLUMNS]
     board = TaskBoard(inputs.task_id, inputs.label_type, inputs.label_names, len(ids), protocol.folds,
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,

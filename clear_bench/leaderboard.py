@@ -141,22 +141,23 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
     resamples = board.comparisons[0].p_floor if board.comparisons else math.nan
     repeats = f" x {board.repeats} repeats" if board.repeats > 1 else ""
     spread = board.repeats > 1
+    unit = "patient" if board.level == "patient-level" else "scan"
     lines = [
         f"# {board.task}",
         "",
         f"Benchmark `{benchmark}`, clear-bench {version}. {board.label_type} task over "
-        f"{len(board.label_names)} {'classes' if board.label_type == 'multiclass' else 'labels'}; "
+        f"{_count(len(board.label_names), 'class' if board.label_type == 'multiclass' else 'label')}; "
         f"{board.n_scans} scans, {board.n_folds}-fold{repeats} {board.level} cross-validation "
         f"(split fingerprint `{fingerprint}`).",
         "",
-        f"Values are mean ± std over folds [{level:.0%} patient-level bootstrap CI, {n_boot} resamples]"
+        f"Values are mean ± std over folds [{level:.0%} {unit}-level bootstrap CI, {n_boot} resamples]"
         + (", and the standard deviation of the repeats' means" if board.repeats > 1 else "") + ". "
         f"Δ {compared} is this row minus the declared reference, on the same patient resamples; p is the "
         "paired bootstrap p-value, Holm-corrected over every comparison this board declares"
         + (f" (≤: at the resolution of {2 / resamples - 1:.0f} resamples)"
            if not math.isnan(resamples) else "")
         + "."
-        + (f" The permutation null retrains every row on {board.permutations} patient-level label "
+        + (f" The permutation null retrains every row on {board.permutations} {unit}-level label "
            "permutations through the same folds." if board.permutations else ""),
         "",
     ]
@@ -213,6 +214,11 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
                   "These scans failed for at least one encoder, so every row leaves them out:", "",
                   *[f"- {item}" for item in board.excluded]]
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    plural = "classes" if noun == "class" else f"{noun}s"
+    return f"{n} {noun if n == 1 else plural}"
 
 
 def _repeat_std(summary: Summary) -> float:

@@ -74,12 +74,19 @@ class PairedComparison:
 def delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float, float, float]:
     """DeLong's test of AUROC(a) = AUROC(b) on the same cases: ``(auc_a, auc_b, z, p)``.
 
-    Needs at least two cases of each class (``nan`` otherwise). Identical scores give ``z = 0, p = 1``.
+    Needs at least two cases of each class (``nan`` otherwise). Identical scores give ``z = 0, p = 1``;
+    a vanishing variance with different AUROCs is undefined (``nan``).
     """
+    return _delong(y, scores_a, scores_b)[:4]
+
+
+def _delong(y: np.ndarray, scores_a: np.ndarray,
+            scores_b: np.ndarray) -> tuple[float, float, float, float, float]:
+    """``(auc_a, auc_b, z, p, variance of the difference)`` (nans where undefined)."""
     y = np.asarray(y).reshape(-1).astype(bool)
     m, n = int(y.sum()), int((~y).sum())
     if m < 2 or n < 2:
-        return math.nan, math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan, math.nan
     scores = np.stack([np.asarray(scores_a, float).reshape(-1), np.asarray(scores_b, float).reshape(-1)])
     pos, neg = scores[:, y], scores[:, ~y]
     tx = rankdata(pos, axis=1)
@@ -89,24 +96,14 @@ def delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[f
     v_pos = (tz[:, :m] - tx) / n  # structural components of the positives
     v_neg = 1.0 - (tz[:, m:] - ty) / m  # and of the negatives
     s = np.cov(v_pos) / m + np.cov(v_neg) / n
-    variance = s[0, 0] + s[1, 1] - 2 * s[0, 1]
+    variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     difference = aucs[0] - aucs[1]
     if variance <= 1e-15:
         if abs(difference) > 1e-12:  # the AUROCs differ but the variance estimate degenerates: undefined
-            return float(aucs[0]), float(aucs[1]), math.nan, math.nan
-        return float(aucs[0]), float(aucs[1]), 0.0, 1.0
+            return float(aucs[0]), float(aucs[1]), math.nan, math.nan, math.nan
+        return float(aucs[0]), float(aucs[1]), 0.0, 1.0, 0.0
     z = difference / math.sqrt(variance)
-    return float(aucs[0]), float(aucs[1]), float(z), float(2 * norm.sf(abs(z)))
-
-
-def _delong_variance(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """``(auc_a, auc_b, variance of the difference)`` or nans."""
-    auc_a, auc_b, z, _ = delong(y, a, b)
-    if math.isnan(z):
-        return math.nan, math.nan, math.nan
-    if z == 0.0:
-        return auc_a, auc_b, 0.0
-    return auc_a, auc_b, ((auc_a - auc_b) / z) ** 2
+    return float(aucs[0]), float(aucs[1]), float(z), float(2 * norm.sf(abs(z))), variance
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -261,9 +258,8 @@ def _delong_tests(reference: CrossValResult, other: CrossValResult, label: str) 
             y = reference.targets(fold.test_ids)
             y = (y == j) if reference.label_type == "multiclass" else y[:, j]
             a, b = fold.test_probs[:, j], other_folds[fold.fold].test_probs[:, j]
-            auc_a, auc_b, z, p = delong(y, a, b)
+            auc_a, auc_b, z, p, variance = _delong(y, a, b)
             tests.append(DeLongTest(fold.fold, name, auc_a, auc_b, z, p))
-            _, _, variance = _delong_variance(y, a, b)
             if not math.isnan(variance):
                 total_diff += auc_a - auc_b
                 total_var += variance

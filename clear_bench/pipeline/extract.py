@@ -149,4 +149,6 @@ def weights_text(weights_digest: str, *, random_init: bool, reference: bool) -> 
         return f"random init ({weights_digest}), not a trained encoder"
     if reference:
         return "non-learned"
+    if weights_digest in ("", "none"):
+        return "no weights (a fixed, non-learned feature map)"
     return f"weights sha256 {weights_digest[:16]}"

@@ -171,7 +171,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         if spread:
             cells.append(_num(_repeat_std(row.summary)))
         cells += [_cell(row.summary, secondary, ci=False), _cell(row.summary, "balanced_accuracy", ci=False)]
-        cells += [_cell(row.summary, name, ci=False) for name, _ in board.extra_metrics]
+        cells += [_cell(row.summary, name) for name, _ in board.extra_metrics]
         cells += [_delta(by_kind.get((row.name, kind), [])) for kind in kinds]
         if board.permutations:
             n = row.null

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clear_bench.atomic import atomic_path
 from clear_bench.data.scan import Scan
 from clear_bench.data.windowing import Window, parse_window
+from clear_bench.figures import save_png
 
 
 def pick_slices(scan: Scan, count: int = 12) -> list[int]:
@@ -71,10 +71,4 @@ def write_montage(
     fig.suptitle(f"{scan.scan_id}  {scan.volume.shape[0]} slices  spacing "
                  + " x ".join(f"{s:.2f}" for s in scan.spacing) + " mm", color="white", fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=110, facecolor="black", format="png")
-    finally:
-        plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=110, facecolor="black")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clear_bench.atomic import atomic_path
 from clear_bench.evaluation.calibration import DEFAULT_BINS, adaptive_bins
+from clear_bench.figures import save_png
 
 if TYPE_CHECKING:
     from clear_bench.evaluation.crossval import CrossValResult
@@ -103,13 +103,7 @@ def reliability_diagram(results: Mapping[str, CrossValResult], path: Path, *, ti
             transform=ax.transAxes, ha="center", va="bottom", fontsize=7, color="#555555")
     ax.set_title(title, fontsize=11, pad=14)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=columns, fontsize=8, frameon=False)
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120, bbox_inches="tight")
 
 
 __all__ = ["OKABE_ITO", "fold_curves", "pooled_fold", "reliability_curve", "reliability_diagram"]

@@ -6,10 +6,13 @@ Nothing here ever substitutes random weights: a file that cannot be found is a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from clear_bench.errors import WeightsNotFoundError
 
@@ -19,6 +22,25 @@ _TRUE = {"1", "true", "yes", "on"}
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` asks for the local cache only (read at call time)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+@functools.cache
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub ``endpoint`` opens within ``timeout`` seconds (checked once per
+    process). Without it, huggingface_hub retries every request with a growing back-off (about half a
+    minute per file) before failing: a machine without the hub fails in seconds instead."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_endpoint() -> str:
+    """The hub's address (``HF_ENDPOINT``, default huggingface.co)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> str:
@@ -47,12 +69,17 @@ def hub_file(repo_id: str, filenames: Sequence[str], *, who: str, how: str,
                                    f"be read; {how}") from exc
     errors: list[str] = []
     for local_only in (True,) if offline else (True, False):
+        if not local_only and not hub_reachable(hub_endpoint()):
+            errors += [f"{name}: the hub ({hub_endpoint()}) is unreachable" for name in filenames]
+            break
         for name in filenames:
             try:
                 return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir, local_files_only=local_only))
             except Exception as exc:  # missing file, no network, gated repo...
                 errors.append(f"{name}: {type(exc).__name__}")
     tried = "the local cache only (HF_HUB_OFFLINE is set)" if offline else "the local cache and the hub"
+    if not offline and not hub_reachable(hub_endpoint()):
+        tried = f"the local cache (the hub at {hub_endpoint()} did not answer within 3 s)"
     raise WeightsNotFoundError(
         f"{who}: weights not found: looked for {', '.join(filenames)} of hub repo '{repo_id}' in {tried} "
         f"(cache: {cache}; {'; '.join(errors[-len(filenames):])}); {how}")

@@ -182,8 +182,8 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
                   "Fixed by the benchmark's design before any result: each row against the non-learned "
                   "floor (same head), each trained encoder against its random-init twin, each row against "
                   "a named baseline. Family-wise error is controlled over this table (Holm).", "",
-                  f"| row | reference | kind | Δ {compared} [95% CI] | p | p (Holm) | DeLong p (folds "
-                  "combined) |",
+                  f"| row | reference | kind | Δ {compared} [95% CI] | p | p (Holm) | DeLong p per label "
+                  "(folds combined) |",
                   "|---|---|---|---|---|---|---|"]
         for c in sorted(board.comparisons, key=lambda c: (c.kind, c.row)):
             combined = [t.p_value for t in c.delong if t.fold == -1]

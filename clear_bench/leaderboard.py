@@ -64,8 +64,8 @@ class TaskBoard:
     """Scans left out of this task (failed for some encoder), as 'id: reason'."""
     metric: str = "auroc"
     """The primary metric: it ranks the rows and is the one the comparisons test."""
-    extra_metrics: list[tuple[str, str]] = field(default_factory=list)
-    """(name, title) of registered metrics beyond the fixed columns: each gets a column of its own."""
+    extra_metrics: list[tuple[str, str, bool]] = field(default_factory=list)
+    """(name, title, show interval) of registered metrics beyond the fixed columns: each gets a column."""
     level: str = "patient-level"
     """``patient-level`` when every scan names its patient, else ``scan-level``."""
     repeats: int = 1
@@ -162,7 +162,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         "",
     ]
     header = ["rank", "encoder", "aggregator", "macro AUROC", *(["repeat sd"] if spread else []), secondary,
-              "balanced acc.", *(title for _, title in board.extra_metrics),
+              "balanced acc.", *(title for _, title, _ in board.extra_metrics),
               *(f"Δ {compared} {titles[k]}" for k in kinds),
               *(["null AUROC [95%]", "perm. p"] if board.permutations else [])]
     lines += ["| " + " | ".join(header) + " |", "|---:|" + "---|" * (len(header) - 1)]
@@ -171,7 +171,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         if spread:
             cells.append(_num(_repeat_std(row.summary)))
         cells += [_cell(row.summary, secondary, ci=False), _cell(row.summary, "balanced_accuracy", ci=False)]
-        cells += [_cell(row.summary, name) for name, _ in board.extra_metrics]
+        cells += [_cell(row.summary, name, ci=interval) for name, _, interval in board.extra_metrics]
         cells += [_delta(by_kind.get((row.name, kind), [])) for kind in kinds]
         if board.permutations:
             n = row.null

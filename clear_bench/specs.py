@@ -273,6 +273,9 @@ class MetricSpec:
     title: str = ""
     """Column title on boards (default: the name)."""
     description: str = ""
+    interval: bool = True
+    """Whether boards print its bootstrap interval: False for a metric whose resamples are biased (ECE
+    adds up absolute gaps, so resampling noise pushes it up); the interval stays in the results."""
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def make_ece_spec(bins: int = DEFAULT_BINS, name: str = "ece") -> MetricSpec:
     def score(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None):
         return expected_calibration_error(y, scores, weights, bins)
 
-    return MetricSpec(name, per_label_metric(score), higher_is_better=False, title="ECE",
+    return MetricSpec(name, per_label_metric(score), higher_is_better=False, title="ECE", interval=False,
                       description=f"expected calibration error over {bins} adaptive (equal-mass) bins per "
                                   "label (one-vs-rest per class), macro mean")
 

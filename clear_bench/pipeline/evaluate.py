@@ -181,7 +181,7 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                          metrics=metrics) if len(runs) > 1 else None
     comparisons = compare_pairs(runs, pairs, draws=draws) if draws else []
     matrix = all_pairs(runs, draws=draws) if draws else []
-    extra = [(m.name, m.title or m.name) for m in metrics if m.name not in _BOARD_COLUMNS]
+    extra = [(m.name, m.title or m.name, m.interval) for m in metrics if m.name not in _BOARD_COLUMNS]
     board = TaskBoard(inputs.task_id, inputs.label_type, inputs.label_names, len(ids), protocol.folds,
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,
                       extra_metrics=extra, level=level, repeats=protocol.repeats,

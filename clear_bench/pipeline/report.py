@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from clear_bench import __version__
-from clear_bench.atomic import atomic_write_text
+from clear_bench.atomic import atomic_write_bytes, atomic_write_text
 from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult
 from clear_bench.evaluation.reliability import reliability_diagram
@@ -44,25 +44,29 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
     for result in results:
         write_task_results(result)
     boards = [result.board for result in results]
+    folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
     written = []
-    for folder in sorted({run_dir / "leaderboards", *leaderboard_dirs}):
-        for result in results:
-            board = result.board
-            stem = safe_filename(board.task)
-            atomic_write_text(folder / f"{stem}.pairs.csv", pairs_csv(board.pairs))
-            board.files = {"all-pairs matrix": f"{stem}.pairs.csv"}
-            if result.cells:
-                reliability_diagram({c.row.name: c.result for c in result.cells},
-                                    folder / f"{stem}.reliability.png", title=f"{board.task}: reliability")
-                board.files["reliability diagram"] = f"{stem}.reliability.png"
-            path = folder / f"{stem}.md"
-            atomic_write_text(path, render_task_board(board, benchmark=benchmark, version=__version__))
-            written.append(path)
-        if boards:
-            path = folder / "overall.md"
-            atomic_write_text(path, render_overall_board(boards, benchmark=benchmark, version=__version__,
-                                                         left_out=left_out))
-            written.append(path)
+    for result in results:  # every artefact is made once, then placed in each leaderboard folder
+        board = result.board
+        stem = safe_filename(board.task)
+        files = {f"{stem}.pairs.csv": pairs_csv(board.pairs).encode()}
+        board.files = {"all-pairs matrix": f"{stem}.pairs.csv"}
+        if result.cells:
+            png = reliability_diagram({c.row.name: c.result for c in result.cells},
+                                      folders[0] / f"{stem}.reliability.png",
+                                      title=f"{board.task}: reliability")
+            files[png.name] = png.read_bytes()
+            board.files["reliability diagram"] = png.name
+        files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=__version__).encode()
+        for folder in folders:
+            for name, data in files.items():
+                if not (folder == folders[0] and name.endswith(".png")):
+                    atomic_write_bytes(folder / name, data)
+            written.append(folder / f"{stem}.md")
+    if boards:
+        overall = render_overall_board(boards, benchmark=benchmark, version=__version__, left_out=left_out)
+        for folder in folders:
+            written.append(atomic_write_text(folder / "overall.md", overall))
     if manifest is not None:
         body = {"benchmark": benchmark, "clear_bench_version": __version__, "results_format": RESULTS_FORMAT,
                 **manifest, "tasks_evaluated": [r.board.task for r in results]}

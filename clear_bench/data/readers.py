@@ -4,7 +4,9 @@
 series folder or file (pydicom, see :mod:`clear_bench.data.dicom`), or a folder of pre-windowed PNG slices
 (the CLEAR seed layout, :mod:`clear_bench.data.seed_png`). Every volume comes back as ``[z, y, x]`` float32
 HU in LPS orientation (axis 0 inferior -> superior, rows anterior -> posterior, columns patient right ->
-left) with spacing ``(dz, dy, dx)`` in mm. Any failure is a :class:`DataError` naming the file.
+left) with spacing ``(dz, dy, dx)`` in mm, its direction and origin. A volume with NaN or infinite voxels
+is refused, and values outside the plausible HU range are noted (:mod:`clear_bench.data.voxels`). Any
+failure is a :class:`DataError` naming the file.
 
 SimpleITK handles the volume formats because one library then covers NIfTI (qform/sform), NRRD and
 MetaImage with the same physical-space conventions (spacing, direction cosines, reorientation), and NIfTI
@@ -24,6 +26,7 @@ from clear_bench.data.dicom import find_series, image_to_arrays, is_dicom_file, 
 from clear_bench.data.files import safe_id, scan_stem
 from clear_bench.data.scan import Scan, ScanFailure
 from clear_bench.data.seed_png import IMAGE_SUFFIXES, read_seed_png
+from clear_bench.data.voxels import check_finite, report_hu_range
 from clear_bench.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -70,10 +73,11 @@ class VolumeFileReader:
         if image.GetDimension() not in (2, 3):
             raise DataError(f"{path}: {image.GetDimension()}-D image; expected a 3-D CT volume")
         image = sitk.Cast(image, sitk.sitkFloat32)
-        volume, spacing, direction = image_to_arrays(image)
-        if not np.isfinite(volume).all():
-            raise DataError(f"{path}: volume contains NaN or infinite values")
-        return Scan(scan_id or safe_id(scan_stem(path)), volume, spacing, direction)
+        volume, spacing, direction, origin = image_to_arrays(image)
+        check_finite(volume, path)
+        scan = Scan(scan_id or safe_id(scan_stem(path)), volume, spacing, direction, origin=origin)
+        report_hu_range(scan, path)
+        return scan
 
 
 class DicomReader:

@@ -17,7 +17,10 @@ class Scan:
     ``volume`` is ``[slices, rows, cols]`` float32, axial slices ordered by patient position (inferior to
     superior). Its values are Hounsfield units, except for sources of pre-windowed images (the CLEAR seed
     PNG layout), where ``prewindowed`` is True and values lie in [0, 1]. ``spacing`` is ``(z, y, x)`` in mm.
-    ``scan_id`` is pseudonymous: never a patient name or a hospital identifier.
+    ``direction`` (row-major 3x3, columns the x, y, z voxel axes in patient LPS) and ``origin`` (the LPS
+    position of voxel ``[0, 0, 0]`` in mm) place the voxels in the patient, as SimpleITK does.
+    ``scan_id`` is pseudonymous: never a patient name or a hospital identifier. ``notes`` are what reading
+    it noticed (series chosen, voxel values out of range, annotations without a match), never identifying.
     """
 
     scan_id: str
@@ -26,6 +29,8 @@ class Scan:
     direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     lesions: list[LesionBox] = field(default_factory=list)
     prewindowed: bool = False
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_slices(self) -> int:
@@ -34,6 +39,15 @@ class Scan:
     def lesion_slices(self) -> set[int]:
         """Indices of slices that carry at least one lesion box."""
         return {box.slice_index for box in self.lesions}
+
+    def index_of(self, points_mm: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices ``[z, y, x]`` of patient LPS points ``[..., 3]`` (mm)."""
+        direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        dz, dy, dx = self.spacing
+        axes = direction * np.array([dx, dy, dz])  # column j: one voxel step along axis j, in mm
+        relative = np.asarray(points_mm, dtype=np.float64) - np.asarray(self.origin, dtype=np.float64)
+        xyz = np.linalg.solve(axes, relative.reshape(-1, 3).T).T
+        return xyz[:, ::-1].reshape(np.shape(points_mm))
 
 
 @dataclass(frozen=True)

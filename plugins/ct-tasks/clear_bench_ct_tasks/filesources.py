@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from clear_bench.data.annotations import (
     read_seed_lesion_csv,
     seed_lesion_boxes,
 )
-from clear_bench.data.dicom import SeriesInfo, find_series, read_dicom_series
+from clear_bench.data.dicom import Annotation, SeriesInfo, read_dicom_series, survey
+from clear_bench.data.dicom_lesions import DEFAULT_LESION_NAMES, lesion_boxes
 from clear_bench.data.files import files_digest, safe_id, scan_stem
 from clear_bench.data.patients import dicom_patient, pseudonymous_patient
 from clear_bench.data.readers import VolumeFileReader, is_volume_file, read_scan
@@ -70,11 +72,33 @@ def _root(options: Mapping[str, Any], key: str = "root") -> Path:
 # --- a folder of CT volumes and DICOM series ---------------------------------------------------------
 
 
+@dataclass
+class _Entry:
+    """One scan of a folder source: its file or DICOM folder, the series read and what came with it."""
+
+    path: Path
+    series: SeriesInfo | None = None
+    folder_series: list[SeriesInfo] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+SERIES_POLICIES = ("largest", "thinnest", "all")
+
+
 class FolderSource:
-    """Every NIfTI / NRRD / MHA file and every DICOM series under ``root``. Ids are file names without
-    extension, or folder names for DICOM series (``<folder>-s<k>`` when a folder holds several series).
-    With ``masks``, a segmentation with the same name (optionally ``_mask``, ``_seg``, ``-label``...)
-    gives lesion boxes (connected components per slice).
+    """Every NIfTI / NRRD / MHA file and every DICOM patient folder under ``root``.
+
+    A sub-folder of ``root`` is one patient's DICOM export, searched at any depth (study and series
+    folders inside it, as archives lay them out). Only CT image series are scans; RTSTRUCT and SEG files
+    give lesion boxes; scouts, SR, RT plans and doses, presentation states and other objects are skipped
+    with a note. A folder with one CT series takes the folder's name as its id; several follow ``series``:
+    ``largest`` (most slices) or ``thinnest`` (smallest slice spacing) give one scan named after the
+    folder, ``all`` gives ``<folder>-s<k>`` (largest first); the choice is noted on the scan. With
+    ``recursive``, every folder's own files are one unit instead (ids join the relative path with ``_``).
+    Volume files are scans named after the file; with ``masks``, a segmentation with the same name
+    (optionally ``_mask``, ``_seg``, ``-label``...) gives lesion boxes (connected components per slice).
 
     Patients: a DICOM series' patient is its PatientID hashed with ``patient_salt`` (``None`` when the
     PatientID is empty or an anonymiser's placeholder); a volume file has no patient (``None``)."""
@@ -82,10 +106,16 @@ class FolderSource:
     name = "folder"
 
     def __init__(self, root: Path, masks: Path | None = None, mask_label: str | None = None,
-                 recursive: bool = False, patient_salt: str | None = None) -> None:
+                 recursive: bool = False, patient_salt: str | None = None, series: str = "largest",
+                 lesion_names: Sequence[str] = DEFAULT_LESION_NAMES) -> None:
+        if series not in SERIES_POLICIES:
+            raise ConfigError(f"series: expected one of {', '.join(SERIES_POLICIES)}, got {series!r}")
         self.root, self.masks, self.mask_label = root, masks, mask_label
+        self.series_policy, self.lesion_names = series, tuple(lesion_names)
         self._salt = patient_salt
-        self._entries: dict[str, tuple[Path, SeriesInfo | None]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self.skipped: list[str] = []
+        """Folders and objects that are not scans, one line each (logged when found)."""
         self._digests = _Digests()
         self._discover(recursive)
         self._mask_files = self._find_masks() if masks else {}
@@ -99,7 +129,7 @@ class FolderSource:
             return path.name.startswith(".") or inside
 
         folders = [self.root, *(sorted(p for p in self.root.rglob("*") if p.is_dir()) if recursive else [])]
-        found: list[tuple[str, Path, SeriesInfo | None]] = []
+        found: list[tuple[str, _Entry]] = []
         for folder in folders:
             if folder != self.root and skipped(folder):
                 continue
@@ -107,29 +137,54 @@ class FolderSource:
                 if skipped(path):
                     continue
                 if is_volume_file(path):
-                    found.append((self._id(path, scan_stem(path)), path, None))
+                    found.append((self._id(path, scan_stem(path)), _Entry(path)))
                 elif path.is_dir() and not recursive:
-                    found.extend(self._series_in(path))
+                    found.extend(self._series_in(path, deep=True))
             if recursive and folder != self.root:
-                found.extend(self._series_in(folder))
-        for scan_id, path, series in found:
+                found.extend(self._series_in(folder, deep=False))
+        for scan_id, entry in found:
             if scan_id in self._entries:
-                raise DataError(f"{path}: scan id '{scan_id}' also used by {self._entries[scan_id][0]}; "
-                                "rename one of them")
-            self._entries[scan_id] = (path, series)
+                raise DataError(f"{entry.path}: scan id '{scan_id}' also used by "
+                                f"{self._entries[scan_id].path}; rename one of them")
+            self._entries[scan_id] = entry
+        for line in self.skipped:
+            log.info("folder source: %s", line)
         if not self._entries:
             raise DataError(f"{self.root}: no CT scans (NIfTI, NRRD, MHA/MHD files or DICOM series folders)")
 
-    def _series_in(self, folder: Path) -> list[tuple[str, Path, SeriesInfo | None]]:
-        try:
-            series = find_series(folder, patient_salt=self._salt)
-        except DataError as exc:  # one unreadable header must not hide the other scans
-            log.warning("%s", exc)
-            return []
+    def _series_in(self, folder: Path, deep: bool) -> list[tuple[str, _Entry]]:
+        found = survey(folder, recursive=deep, patient_salt=self._salt)
         base = self._id(folder, folder.name)
-        if len(series) == 1:
-            return [(base, folder, series[0])]
-        return [(f"{base}-s{k + 1}", folder, s) for k, s in enumerate(series)]
+        self.skipped += [f"{folder}: {line}" for line in found.skipped]
+        if not found.series:
+            if found.unreadable:  # listed, so that the run reports it among the scans left out
+                return [(base, _Entry(folder, error="; ".join(found.unreadable[:3])))]
+            if found.skipped or found.annotations:
+                self.skipped.append(f"{folder}: no CT image series")
+            return []
+        notes = [f"skipped in this folder: {line}" for line in found.skipped]
+        error = "; ".join(found.unreadable[:3]) if found.unreadable else None
+        if error:  # a missing slice would silently distort the volume: refuse the folder's scans
+            error += " (a file of this patient folder cannot be read; its scans are left out)"
+        chosen = self._choose(found.series)
+        entries = []
+        for k, series in enumerate(chosen):
+            scan_id = base if len(chosen) == 1 else f"{base}-s{k + 1}"
+            entry = _Entry(folder, series, found.series, found.annotations, list(notes), error)
+            if len(found.series) > 1:
+                others = [s.describe() for s in found.series if s not in chosen]
+                entry.notes.append(f"{len(found.series)} CT series; series '{self.series_policy}' read the "
+                                   f"one of {series.describe()}"
+                                   + (f" (not read: {'; '.join(others)})" if others else ""))
+            entries.append((scan_id, entry))
+        return entries
+
+    def _choose(self, series: list[SeriesInfo]) -> list[SeriesInfo]:
+        if self.series_policy == "all" or len(series) == 1:
+            return list(series)
+        if self.series_policy == "thinnest":
+            return [min(series, key=lambda s: (s.slice_spacing, -len(s.files), s.pseudonym))]
+        return [series[0]]  # largest: survey() sorts by size
 
     def _id(self, path: Path, stem: str) -> str:
         relative = path.parent.relative_to(self.root) if path.parent != self.root else None
@@ -158,16 +213,22 @@ class FolderSource:
         return list(self._entries)
 
     def path(self, scan_id: str) -> Path:
-        return self._lookup(scan_id)[0]
+        return self._lookup(scan_id).path
 
-    def _lookup(self, scan_id: str) -> tuple[Path, SeriesInfo | None]:
+    def notes(self, scan_id: str) -> list[str]:
+        """What discovery noted about ``scan_id`` (series chosen, objects skipped in its folder)."""
+        return list(self._lookup(scan_id).notes)
+
+    def _lookup(self, scan_id: str) -> _Entry:
         if scan_id not in self._entries:
             raise DataError(f"{self.root}: no scan '{scan_id}'")
         return self._entries[scan_id]
 
     def _files(self, scan_id: str) -> list[Path]:
-        path, series = self._lookup(scan_id)
-        files = sorted(series.files) if series is not None else [path]
+        entry = self._lookup(scan_id)
+        path = entry.path
+        files = sorted(entry.series.files) if entry.series is not None else ([] if entry.error else [path])
+        files += sorted(a.path for a in entry.annotations)
         if path.name.lower().endswith(".mhd"):
             files += [p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in (".raw", ".zraw")]
         if scan_id in self._mask_files:
@@ -175,11 +236,13 @@ class FolderSource:
         return files
 
     def fingerprint(self, scan_id: str) -> str:
-        return self._digests.of(self._files(scan_id), {"mask_label": self.mask_label})
+        entry = self._lookup(scan_id)
+        return self._digests.of(self._files(scan_id), {"mask_label": self.mask_label, "error": entry.error,
+                                                       "lesion_names": list(self.lesion_names)})
 
     def patient_id(self, scan_id: str) -> str | None:
         """The salted hash of a DICOM series' PatientID; ``None`` for volume files and unknown IDs."""
-        series = self._lookup(scan_id)[1]
+        series = self._lookup(scan_id).series
         return series.patient if series is not None else None
 
     def reveals_patient(self, scan_id: str, value: str) -> bool:
@@ -188,35 +251,49 @@ class FolderSource:
         return patient is not None and dicom_patient(value, self._salt) == patient
 
     def load(self, scan_id: str) -> Scan:
-        path, series = self._lookup(scan_id)
-        if series is not None:
-            scan = read_dicom_series(path, scan_id=scan_id, series=series)
+        entry = self._lookup(scan_id)
+        if entry.error is not None:
+            raise DataError(entry.error)
+        if entry.series is not None:
+            scan = read_dicom_series(entry.path, scan_id=scan_id, series=entry.series)
+            scan.notes[:0] = entry.notes
+            scan.lesions = lesion_boxes(entry.annotations, entry.series, entry.folder_series, scan,
+                                        self.lesion_names, self.mask_label)
         else:
-            scan = VolumeFileReader().read(path, scan_id)
+            scan = VolumeFileReader().read(entry.path, scan_id)
         mask_path = self._mask_files.get(scan_id)
         if mask_path is not None:
             mask = read_scan(mask_path, scan_id).volume
             if mask.shape != scan.volume.shape:
                 raise DataError(f"{mask_path}: mask shape {mask.shape} differs from scan {scan.volume.shape}")
             scan.lesions = boxes_from_mask(mask > 0.5, self.mask_label)
+        for note in scan.notes:
+            log.info("%s: %s", scan_id, note)
         return scan
 
 
 def build_folder(options: Mapping[str, Any]) -> FolderSource:
     values = resolve_options(FOLDER_OPTIONS, options)
     masks = Path(values["masks"]).expanduser() if values["masks"] else None
+    names = values["lesion_names"] or list(DEFAULT_LESION_NAMES)
     return FolderSource(_root(values), masks, values["mask_label"], bool(values["recursive"]),
-                        values["patient_salt"])
+                        values["patient_salt"], values["series"], [str(n) for n in names])
 
 
 _SALT = Option(str, None, "salt of the hashed patient ids (default: $CLEAR_BENCH_PATIENT_SALT, else the "
                "public 'clear-bench-patients-v1'; set a secret one before split files leave your site)")
 
 FOLDER_OPTIONS: dict[str, Option] = {
-    "root": Option(Path, None, "folder of NIfTI/NRRD/MHA files and DICOM series folders", required=True),
+    "root": Option(Path, None, "folder of NIfTI/NRRD/MHA files and DICOM patient folders", required=True),
     "masks": Option(Path, None, "folder of lesion masks named like the scans (optional)"),
-    "mask_label": Option(str, None, "lesion type of the mask boxes, e.g. lung"),
-    "recursive": Option(bool, False, "also look in sub-folders (ids join the relative path with _)"),
+    "mask_label": Option(str, None, "lesion type of the boxes, e.g. lung (default: none for masks, the ROI "
+                         "name or segment label for RTSTRUCT and SEG)"),
+    "recursive": Option(bool, False, "every sub-folder's own files are one unit (ids join the relative "
+                        "path with _), instead of one patient folder searched at any depth"),
+    "series": Option(str, "largest", "several CT series in one folder: largest, thinnest, or all "
+                     "(<folder>-s1, -s2...)", choices=SERIES_POLICIES),
+    "lesion_names": Option(list, None, "RTSTRUCT ROI names / SEG segment labels that are lesions, "
+                           "case-insensitive globs (default: GTV*, *tumor*, *tumour*, *lesion*, *nodule*)"),
     "patient_salt": _SALT,
 }
 

@@ -41,7 +41,7 @@ def ct_folder(tmp_path, volume_writer, dicom_series_writer):
 
 def test_folder_source_reads_every_format(registry, ct_folder):
     source = registry.source("folder").build({"root": str(ct_folder), "masks": str(ct_folder / "masks"),
-                                              "mask_label": "lung"})
+                                              "mask_label": "lung", "series": "all"})
     assert source.scan_ids() == ["pat_a", "pat_b", "pat_c", "pat_d", "pat_e-s1", "pat_e-s2"]
     values = {scan_id: float(source.load(scan_id).volume[0, 8, 8]) for scan_id in source.scan_ids()}
     assert values == {"pat_a": 10, "pat_b": 20, "pat_c": 30, "pat_d": 40, "pat_e-s1": 50, "pat_e-s2": 60}

@@ -206,7 +206,7 @@ def test_dicom_patients_are_pseudonymous(registry, dicom_folder, tmp_path, caplo
     ids = [f"case{p}_{s}" for p in range(5) for s in range(2)] + ["case5-s1", "case5-s2", "anonymous"]
     table.write_text("image,response\n" + "".join(f"{scan_id},{k % 2}\n" for k, scan_id in enumerate(ids)))
     spec = registry.task("csv")
-    source = {"name": "folder", "root": str(dicom_folder)}
+    source = {"name": "folder", "root": str(dicom_folder), "series": "all"}
     with caplog.at_level(logging.DEBUG):
         data = load_task(registry, spec, {"source": source, "csv": str(table)})
     assert isinstance(data.source, PatientSource) and len(data.labels) == 13

@@ -61,6 +61,7 @@ class VolumeFileReader:
 
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_complete(path)
+            _check_nifti_finite(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -181,6 +182,16 @@ def _check_nifti_complete(path: Path) -> None:
                             "data and header)")
     elif size < expected:
         raise DataError(f"{path}: truncated NIfTI ({size} bytes, the header promises {expected})")
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader turns NaN and infinite voxels into zeros, so a float NIfTI is checked on its
+    own data (read by nibabel) before the rule of :func:`~clear_bench.data.voxels.check_finite` applies."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    if np.issubdtype(image.header.get_data_dtype(), np.floating):
+        check_finite(np.asanyarray(image.dataobj), path)
 
 
 def _first_line(exc: BaseException) -> str:

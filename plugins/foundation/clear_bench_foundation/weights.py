@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import socket
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,23 +20,36 @@ from clear_bench.errors import WeightsNotFoundError
 _TRUE = {"1", "true", "yes", "on"}
 
 
+HUB_PROBE_TIMEOUT_S = 0.5
+"""How long the one reachability probe of a process may take (name resolution included)."""
+
+
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` asks for the local cache only (read at call time)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
 @functools.cache
-def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub ``endpoint`` opens within ``timeout`` seconds (checked once per
-    process). Without it, huggingface_hub retries every request with a growing back-off (about half a
-    minute per file) before failing: a machine without the hub fails in seconds instead."""
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub ``endpoint`` opens within ``timeout`` seconds, name resolution
+    included (checked once per process, in a daemon thread, since resolving a name has no timeout of its
+    own). Without it, huggingface_hub retries every request with a growing back-off (about half a minute
+    per file) before failing: a machine without the hub is answered within ``timeout`` instead."""
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((url.hostname or "", port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    probe = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answer and answer[0])
 
 
 def hub_endpoint() -> str:
@@ -44,45 +58,68 @@ def hub_endpoint() -> str:
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> str:
-    """The Hugging Face cache folder a lookup uses."""
+    """The Hugging Face cache folder a lookup uses: ``cache_dir``, else ``HF_HUB_CACHE``, else
+    ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub`` (huggingface_hub's own order, read without
+    importing it)."""
     if cache_dir:
-        return str(cache_dir)
+        return str(Path(cache_dir).expanduser())
+    if os.environ.get("HF_HUB_CACHE"):
+        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"),
+                                                     "huggingface")
+    return str(Path(home).expanduser() / "hub")
+
+
+def cached_hub_file(repo_id: str, filename: str, cache_dir: str | Path | None = None,
+                    revision: str = "main") -> Path | None:
+    """``filename`` of model repo ``repo_id`` in the Hugging Face cache layout
+    (``models--org--name/snapshots/<commit>/<file>``, the commit named by ``refs/<revision>``), or ``None``:
+    a file-system lookup that needs neither the network nor an import of huggingface_hub."""
+    repo = Path(hub_cache_dir(cache_dir)) / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / revision
     try:
-        from huggingface_hub import constants
-    except ImportError:
-        return "~/.cache/huggingface/hub"
-    return str(constants.HF_HUB_CACHE)
+        commit = ref.read_text().strip() if ref.is_file() else revision
+    except OSError:
+        return None
+    path = repo / "snapshots" / commit / filename
+    return path if path.is_file() else None
 
 
 def hub_file(repo_id: str, filenames: Sequence[str], *, who: str, how: str,
              cache_dir: str | Path | None = None) -> Path:
     """The first of ``filenames`` found in hub repo ``repo_id``: local cache first, then a download.
 
-    ``who`` names the encoder in the error message and ``how`` tells the user how to provide the weights.
+    The cache is read from the file system; the hub is asked only when it answers a connection within
+    :data:`HUB_PROBE_TIMEOUT_S` and ``HF_HUB_OFFLINE`` is unset, so a machine without it loses no time on
+    retries. ``who`` names the encoder in the error message and ``how`` tells the user how to provide the
+    weights.
     """
+    for name in filenames:
+        found = cached_hub_file(repo_id, name, cache_dir)
+        if found is not None:
+            return found
     offline = hub_offline()
     cache = hub_cache_dir(cache_dir)
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise WeightsNotFoundError(f"{who}: huggingface_hub is not installed, so hub repo {repo_id} cannot "
-                                   f"be read; {how}") from exc
-    errors: list[str] = []
-    for local_only in (True,) if offline else (True, False):
-        if not local_only and not hub_reachable(hub_endpoint()):
-            errors += [f"{name}: the hub ({hub_endpoint()}) is unreachable" for name in filenames]
-            break
+    if offline:
+        tried = "the local cache only (HF_HUB_OFFLINE is set)"
+    elif not hub_reachable(hub_endpoint()):
+        tried = f"the local cache (the hub at {hub_endpoint()} did not answer within {HUB_PROBE_TIMEOUT_S} s)"
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as exc:
+            raise WeightsNotFoundError(f"{who}: huggingface_hub is not installed, so hub repo {repo_id} "
+                                       f"cannot be read; {how}") from exc
+        errors: list[str] = []
         for name in filenames:
             try:
-                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir, local_files_only=local_only))
-            except Exception as exc:  # missing file, no network, gated repo...
+                return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir))
+            except Exception as exc:  # missing file, gated repo, a network that failed mid-way...
                 errors.append(f"{name}: {type(exc).__name__}")
-    tried = "the local cache only (HF_HUB_OFFLINE is set)" if offline else "the local cache and the hub"
-    if not offline and not hub_reachable(hub_endpoint()):
-        tried = f"the local cache (the hub at {hub_endpoint()} did not answer within 3 s)"
+        tried = f"the local cache and the hub ({'; '.join(errors)})"
     raise WeightsNotFoundError(
         f"{who}: weights not found: looked for {', '.join(filenames)} of hub repo '{repo_id}' in {tried} "
-        f"(cache: {cache}; {'; '.join(errors[-len(filenames):])}); {how}")
+        f"(cache: {cache}); {how}")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -168,7 +168,7 @@ def _check_nifti_complete(path: Path) -> None:
         # a single-file NIfTI keeps its data after the header and extensions, whatever vox_offset says
         offset = max(int(header["vox_offset"]),
                      int(getattr(header, "single_vox_offset", 352)) + header.extensions.get_sizeondisk())
-        expected = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+        expected = int(offset + int(np.prod(shape)) * header.get_data_dtype().itemsize)
     except Exception as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
     size = path.stat().st_size

@@ -77,7 +77,8 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
     """The task as evaluation sees it: labelled scans that every encoder could embed."""
     failed = extraction.failed.get(task.ref.id, {})
     ids = sorted(set(task.data.labels) - set(failed))
-    patient_of = {i: task.data.patient_of[i] for i in ids} if task.data.patient_of else None
+    known = task.data.patient_of or {}
+    patient_of = {i: known[i] for i in ids if i in known} or None  # scans without a patient stay out
     return TaskInputs(task.ref.id, task.spec.label_type, list(task.data.label_names),
                       {i: task.data.labels[i] for i in ids}, patient_of,
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric)

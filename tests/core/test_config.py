@@ -232,11 +232,16 @@ def test_pretrain_entry_paths_are_taken_from_the_yaml_folder_and_options_checked
 
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+DATA_RECIPES = {"nsclc-radiomics.yaml": BENCHMARKS.parent / "data" / "NSCLC-Radiomics"}
+"""Recipes over a downloaded data set (docs/datasets.md): --check verifies its files, so they validate here
+only where the data is; plugins/ct-tasks/tests/test_dicom_export.py checks each on the documented layout."""
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BENCHMARKS.glob("*.yaml")))
 def test_every_shipped_benchmark_validates(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = BENCHMARKS / name
+    if name in DATA_RECIPES and not DATA_RECIPES[name].is_dir():
+        pytest.skip(f"{name} reads {DATA_RECIPES[name]}, which is not on this machine")
     assert main(["run", str(path), "--check"]) == 0
     assert "OK" in capsys.readouterr().out
 

@@ -1,5 +1,9 @@
 """Patient labels from a clinical CSV (``image,label1,label2,...``), joined to a source's scan ids.
 
+The CSV is read with pandas, every cell as text, so that a stage ``IIIa``, an id ``007`` or a ``1.0`` flag
+reach the parsers below as written; pandas' missing-value markers (``NA``, ``N/A``, ``NaN``, empty) are
+missing values.
+
 Every problem is a :class:`DataError` naming the CSV file, and the column or row. An id in the CSV that the
 source does not serve is an error by default (``missing: skip`` to ignore such rows); a scan without a
 row, or with an empty cell, is simply left unlabelled.
@@ -12,6 +16,7 @@ pseudonyms); :func:`ct_rate_patient` reads the patient from a CT-RATE volume nam
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,8 +33,18 @@ CT_RATE_NAME = re.compile(r"^(?P<patient>(?:train|valid|test)_\d+)_(?P<scan>[A-Z
 """A CT-RATE ``VolumeName`` without its extension: ``<split>_<patient>_<scan>_<reconstruction>``."""
 
 
-def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV (comma, semicolon or tab separated; UTF-8 with or without BOM)."""
+class Row(dict):
+    """One CSV row, cells as stripped text (a missing value is ``""``), with its ``line`` in the file."""
+
+    line: int = 0
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[Row]]:
+    """Header and rows of a CSV (comma, semicolon or tab separated; UTF-8 with or without BOM), read with
+    pandas as text: every cell the stripped string written there (an id ``NA`` stays ``NA``; label cells
+    are tested with :func:`is_missing`), blank lines dropped, each row knowing its line number."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label CSV not found")
@@ -39,14 +54,39 @@ def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
         raise DataError(f"{path}: cannot read label CSV ({exc})") from exc
     if not text.strip():
         raise DataError(f"{path}: label CSV is empty")
-    try:
-        dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
+    try:  # the delimiter from the header line only: column names such as clinical.T.Stage hold dots
+        delimiter = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(text.splitlines(), dialect=dialect)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        delimiter = ","
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
+                            skip_blank_lines=False, skipinitialspace=True)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse label CSV ({_first_line(exc)})") from exc
+    header = [str(c).strip() for c in frame.columns]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    mangled = [c for c in header if re.fullmatch(r".+\.\d+", c) and c.rsplit(".", 1)[0] in header]
+    if duplicated or mangled:
+        names = duplicated or [c.rsplit(".", 1)[0] for c in mangled]
+        raise DataError(f"{path}: line 1: column(s) {', '.join(names)} appear more than once")
+    rows: list[Row] = []
+    for index, values in enumerate(frame.itertuples(index=False, name=None)):
+        row = Row((name, "" if pd.isna(value) else str(value).strip())
+                  for name, value in zip(header, values, strict=True))
+        if not any(row.values()):
+            continue  # a blank line
+        row.line = index + 2
+        rows.append(row)
     return header, rows
+
+
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "<na>", "?"})
+"""Label cells that mean 'not known' (case-insensitive): the scan is left unlabelled for that task."""
+
+
+def is_missing(cell: str) -> bool:
+    """Whether a label cell is a missing value (empty, ``NA``, ``N/A``, ``NaN``, ``null``...)."""
+    return cell.strip().lower() in MISSING
 
 
 def normalise_id(value: str) -> str:
@@ -70,7 +110,7 @@ def binary_labels(path: str | Path, id_column: str, columns: Sequence[str], know
     labels: dict[str, np.ndarray] = {}
     for line, scan_id, row in joined:
         cells = [row[c] for c in columns]
-        if any(cell == "" for cell in cells):
+        if any(is_missing(cell) for cell in cells):
             continue
         labels[scan_id] = np.array([_binary(path, line, c, row[c]) for c in columns], dtype=np.float32)
     return labels
@@ -87,7 +127,7 @@ def class_labels(path: str | Path, id_column: str, column: str, known_ids: Itera
     values: dict[str, str] = {}
     for line, scan_id, row in joined:
         cell = row[column]
-        if cell == "":
+        if is_missing(cell):
             continue
         values[scan_id] = _stage(path, line, column, cell) if parse == "stage" else cell
     if parse == "stage":
@@ -117,7 +157,7 @@ def csv_patients(path: str | Path, id_column: str, column: str, scan_ids: Iterab
     out: dict[str, str] = {}
     for line, scan_id, row in _join(path, rows, id_column, scan_ids, "skip"):
         value = row.get(column, "")
-        if not value:
+        if is_missing(value):
             continue
         if reveals is not None and reveals(scan_id, value):
             raise DataError(f"{path}: line {line}: column '{column}' holds the DICOM PatientID of scan "
@@ -133,11 +173,12 @@ def ct_rate_patient(scan_id: str) -> str | None:
     return match.group("patient") if match else None
 
 
-def _join(path: Path, rows: list[dict[str, str]], id_column: str, known_ids: Iterable[str],
+def _join(path: Path, rows: list[Row], id_column: str, known_ids: Iterable[str],
           missing: str) -> list[tuple[int, str, dict[str, str]]]:
     known = set(known_ids)
     out, unknown, seen = [], [], {}
-    for line, row in enumerate(rows, start=2):
+    for row in rows:
+        line = getattr(row, "line", 0)
         raw = row.get(id_column, "")
         if raw == "":
             raise DataError(f"{path}: line {line}: empty '{id_column}'")
@@ -164,6 +205,10 @@ def _binary(path: Path, line: int, column: str, cell: str) -> float:
         return 0.0
     raise DataError(f"{path}: line {line}: column '{column}' has '{cell}', "
                     "expected 0/1 (or yes/no, true/false)")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:240]
 
 
 def _stage(path: Path, line: int, column: str, cell: str) -> str:

@@ -96,7 +96,8 @@ class FolderSource:
     with a note. A folder with one CT series takes the folder's name as its id; several follow ``series``:
     ``largest`` (most slices) or ``thinnest`` (smallest slice spacing) give one scan named after the
     folder, ``all`` gives ``<folder>-s<k>`` (largest first); the choice is noted on the scan. With
-    ``recursive``, every folder's own files are one unit instead (ids join the relative path with ``_``).
+    ``recursive``, every folder's own files are one unit instead (ids join the relative path with ``_``,
+    or with ``ids: name`` are the file or folder name alone).
     Volume files are scans named after the file; with ``masks``, a segmentation with the same name
     (optionally ``_mask``, ``_seg``, ``-label``...) gives lesion boxes (connected components per slice).
 
@@ -107,11 +108,12 @@ class FolderSource:
 
     def __init__(self, root: Path, masks: Path | None = None, mask_label: str | None = None,
                  recursive: bool = False, patient_salt: str | None = None, series: str = "largest",
-                 lesion_names: Sequence[str] = DEFAULT_LESION_NAMES) -> None:
+                 lesion_names: Sequence[str] = DEFAULT_LESION_NAMES, ids: str = "path") -> None:
         if series not in SERIES_POLICIES:
             raise ConfigError(f"series: expected one of {', '.join(SERIES_POLICIES)}, got {series!r}")
         self.root, self.masks, self.mask_label = root, masks, mask_label
         self.series_policy, self.lesion_names = series, tuple(lesion_names)
+        self._name_ids = ids == "name"
         self._salt = patient_salt
         self._entries: dict[str, _Entry] = {}
         self.skipped: list[str] = []
@@ -187,6 +189,8 @@ class FolderSource:
         return [series[0]]  # largest: survey() sorts by size
 
     def _id(self, path: Path, stem: str) -> str:
+        if self._name_ids:
+            return safe_id(stem)
         relative = path.parent.relative_to(self.root) if path.parent != self.root else None
         prefix = "_".join(relative.parts) + "_" if relative is not None and relative.parts else ""
         return safe_id(prefix + stem)
@@ -277,7 +281,7 @@ def build_folder(options: Mapping[str, Any]) -> FolderSource:
     masks = Path(values["masks"]).expanduser() if values["masks"] else None
     names = values["lesion_names"] or list(DEFAULT_LESION_NAMES)
     return FolderSource(_root(values), masks, values["mask_label"], bool(values["recursive"]),
-                        values["patient_salt"], values["series"], [str(n) for n in names])
+                        values["patient_salt"], values["series"], [str(n) for n in names], values["ids"])
 
 
 _SALT = Option(str, None, "salt of the hashed patient ids (default: $CLEAR_BENCH_PATIENT_SALT, else the "
@@ -290,6 +294,9 @@ FOLDER_OPTIONS: dict[str, Option] = {
                          "name or segment label for RTSTRUCT and SEG)"),
     "recursive": Option(bool, False, "every sub-folder's own files are one unit (ids join the relative "
                         "path with _), instead of one patient folder searched at any depth"),
+    "ids": Option(str, "path", "with recursive: ids join the relative path with _ (path), or are the file "
+                  "or folder name alone (name; two alike are an error), as CT-RATE's VolumeName",
+                  choices=("path", "name")),
     "series": Option(str, "largest", "several CT series in one folder: largest, thinnest, or all "
                      "(<folder>-s1, -s2...)", choices=SERIES_POLICIES),
     "lesion_names": Option(list, None, "RTSTRUCT ROI names / SEG segment labels that are lesions, "

@@ -36,7 +36,8 @@ def _save(ds, path: Path) -> Path:
     return path
 
 
-def _base(sop_class: str, modality: str, series_uid: str, study_uid: str, frame_uid: str):
+def _base(sop_class: str, modality: str, series_uid: str, study_uid: str, frame_uid: str,
+          patient: str = RAW_IDS[0]):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -47,7 +48,7 @@ def _base(sop_class: str, modality: str, series_uid: str, study_uid: str, frame_
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, sop_uid, modality
-    ds.PatientID, ds.PatientName, ds.PatientBirthDate = RAW_IDS[0], RAW_IDS[1], RAW_IDS[2]
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate = patient, RAW_IDS[1], RAW_IDS[2]
     ds.PatientSex, ds.InstitutionName = "F", RAW_IDS[3]
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
     ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20200101", "120000", "1", "A1"
@@ -65,7 +66,8 @@ def _hu() -> np.ndarray:
 
 
 def write_ct(folder: Path, hu: np.ndarray, study_uid: str, frame_uid: str, *, flipped: bool = False,
-             series_uid: str | None = None, spacing=SPACING, prefix: str = "ct") -> list:
+             series_uid: str | None = None, spacing=SPACING, prefix: str = "ct",
+             patient: str = RAW_IDS[0]) -> list:
     """A CT series, one file per slice in shuffled order. ``flipped`` stores the same anatomy with rows
     running towards the patient's right and slices from head to feet."""
     from pydicom.uid import CTImageStorage, generate_uid
@@ -79,7 +81,7 @@ def write_ct(folder: Path, hu: np.ndarray, study_uid: str, frame_uid: str, *, fl
         plane = hu[k][:, ::-1] if flipped else hu[k]
         z = ORIGIN[2] + k * dz
         first = np.array([ORIGIN[0] + (hu.shape[2] - 1) * dx if flipped else ORIGIN[0], ORIGIN[1], z])
-        ds = _base(CTImageStorage, "CT", series_uid, study_uid, frame_uid)
+        ds = _base(CTImageStorage, "CT", series_uid, study_uid, frame_uid, patient)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = int(hu.shape[0] - k if flipped else k + 1)
         ds.ImagePositionPatient = [float(v) for v in first]
@@ -224,13 +226,14 @@ def write_rtdose(path: Path, study_uid: str, frame_uid: str) -> Path:
     return _save(ds, path)
 
 
-def write_patient(folder: Path, *, flipped: bool = False, extra_series: bool = False) -> Path:
+def write_patient(folder: Path, *, flipped: bool = False, extra_series: bool = False,
+                  patient: str = RAW_IDS[0]) -> Path:
     """One patient's export: study / series folders as archives lay them out."""
     from pydicom.uid import generate_uid
 
     study_uid, frame_uid = generate_uid(), generate_uid()
     study = folder / "01-01-2020-StudyID-NA-12345"
-    ct = write_ct(study / "2.000000-CT-0001", _hu(), study_uid, frame_uid, flipped=flipped)
+    ct = write_ct(study / "2.000000-CT-0001", _hu(), study_uid, frame_uid, flipped=flipped, patient=patient)
     write_rtstruct(study / "3.000000-RTSTRUCT-0002" / "1-1.dcm", ct, study_uid, frame_uid)
     write_seg(study / "300.000000-Segmentation-0003" / "1-1.dcm", ct)
     write_scout(study / "1.000000-Topogram-0004" / "1-1.dcm", study_uid, frame_uid)
@@ -353,3 +356,100 @@ def test_an_unreadable_file_leaves_its_patient_out_with_the_reason(registry, tmp
     with pytest.raises(DataError, match=re.escape(victim.name)):
         source.load("pat_2")
     assert source.load("pat_1").num_slices == SHAPE[0]
+
+
+# --- the NSCLC-Radiomics recipe against a folder laid out as docs/datasets.md says ----------------------
+
+RECIPE = Path(__file__).resolve().parents[3] / "benchmarks" / "nsclc-radiomics.yaml"
+NSCLC_COLUMNS = ("PatientID,age,clinical.T.Stage,Clinical.N.Stage,Clinical.M.Stage,Overall.Stage,Histology,"
+                 "gender,Survival.time,deadstatus.event")
+
+
+def test_the_nsclc_radiomics_recipe_checks_and_joins_on_the_documented_layout(registry, tmp_path, capsys):
+    from clear_bench.components import load_task
+    from clear_bench.config import load_benchmark_with_plugins
+
+    clone = tmp_path / "clone"
+    (clone / "benchmarks").mkdir(parents=True)
+    (clone / "benchmarks" / RECIPE.name).write_text(RECIPE.read_text())
+    data = clone / "data"
+    write_patient(data / "NSCLC-Radiomics" / "LUNG1-001", patient="LUNG1-001")
+    write_patient(data / "NSCLC-Radiomics" / "LUNG1-002", patient="LUNG1-002", extra_series=True)
+    (data / "NSCLC-Radiomics-Lung1.clinical-version3-Oct-2019.csv").write_text(
+        NSCLC_COLUMNS + "\n"
+        "LUNG1-001,78.75,2,3,0,IIIb,large cell,male,2165,1\n"
+        "LUNG1-002,83.8,2,0,0,I,squamous cell carcinoma,male,155,1\n"
+        "LUNG1-003,68.2,2,3,0,NA,nos,female,256,1\n"  # no scan here, and no stage
+        "LUNG1-004,70.9,2,1,0,II,adenocarcinoma,male,141,1\n")
+    config_path = clone / "benchmarks" / RECIPE.name
+    assert main(["run", str(config_path), "--check"]) == 0
+    assert "OK (2 encoders x 1 tasks x 2 aggregators)" in capsys.readouterr().out
+
+    config, loaded = load_benchmark_with_plugins(config_path, [])
+    ref = config.tasks[0]
+    task = load_task(loaded, loaded.task(ref.name), ref.options)
+    assert task.label_names == ["I", "II", "IIIa", "IIIb"]
+    assert {k: int(v[0]) for k, v in task.labels.items()} == {"LUNG1-001": 3, "LUNG1-002": 0}
+    patients = task.patient_of
+    assert sorted(patients) == ["LUNG1-001", "LUNG1-002"] and len(set(patients.values())) == 2
+    assert all(p.startswith("pt-") and "LUNG1" not in p for p in patients.values())
+    scan = task.source.load("LUNG1-002")  # the larger of its two CT series, the GTV as lung boxes
+    assert scan.num_slices == SHAPE[0]
+    assert _boxes(scan) == _expected(GTV, "lung")
+
+    (clone / "benchmarks" / RECIPE.name).write_text(RECIPE.read_text().replace("NSCLC-Radiomics\n",
+                                                                               "NSCLC-Radiomic\n"))
+    assert main(["run", str(config_path), "--check"]) != 0
+    assert "tasks[0].options.source.root: file not found" in capsys.readouterr().err
+
+
+def test_a_run_over_a_mixed_folder_finishes_and_its_board_lists_what_it_left_out(tmp_path, capsys):
+    import nibabel as nib
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(10):
+        hu = np.full((8, 32, 32), -1000.0, np.float32) + rng.normal(0, 5, (8, 32, 32)).astype(np.float32)
+        if k % 2:
+            hu[3:5, 10:20, 10:20] = 60.0
+        affine = np.diag([-1.0, -1.0, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0).astype(np.int16), affine),
+                 str(root / f"case{k:02d}.nii.gz"))
+        rows.append(f"case{k:02d},{k % 2}")
+    write_patient(root / "pat_1")
+    rows.append("pat_1,1")
+    write_sr(root / "reports" / "sr.dcm", "1.2.3", "1.2.3.4")  # a folder holding only a report
+    good = (root / "case00.nii.gz").read_bytes()
+    (root / "truncated.nii.gz").write_bytes(good[: len(good) // 2])
+    nan = np.full((8, 32, 32), -1000.0, np.float32)
+    nan[2, 5:7, 5:7] = np.nan
+    nib.save(nib.Nifti1Image(nan.transpose(2, 1, 0), np.diag([-1.0, -1.0, 3.0, 1.0])),
+             str(root / "nan.nii.gz"))
+    rows += ["truncated,0", "nan,1"]
+    (tmp_path / "labels.csv").write_text("image,response\n" + "\n".join(rows) + "\n")
+    (tmp_path / "bench.yaml").write_text("""
+name: mixed
+output_dir: run
+cache_dir: cache
+leaderboard_dir: boards
+preprocessing: {windows: [soft-tissue]}
+extraction: {batch_size: 16, num_workers: 0}
+encoders: [hu-reference]
+tasks:
+  - name: csv
+    options: {source: {name: folder, root: scans}, csv: labels.csv}
+aggregators: [mean-pool]
+crossval: {folds: 2, epochs: 2, patience: 1, bootstrap: 20, batch_size: 4, permutations: 1,
+           comparison_resamples: 200}
+""")
+    assert main(["run", str(tmp_path / "bench.yaml"), "--no-progress"]) == 0
+    board = (tmp_path / "boards" / "csv.md").read_text()
+    assert "hu-reference | mean-pool" in board
+    left_out = board.split("## Scans left out", 1)[1]
+    assert re.search(r"- truncated.*truncated\.nii\.gz.*(truncated|corrupt)", left_out)
+    assert re.search(r"- nan.*nan\.nii\.gz: 4 NaN voxel\(s\) of 8192", left_out)
+    assert "pat_1" not in left_out and "case0" not in left_out and "reports" not in left_out
+    assert not any(raw in board for raw in RAW_IDS)
+    assert re.search(r"\d+ scan extraction\(s\) failed", capsys.readouterr().err)

@@ -50,9 +50,9 @@ class SeriesInfo:
     uid: str
     files: list[Path] = field(default_factory=list)
     patient: str | None = None
-    frame_of_reference: str = ""
-    instance_uids: set[str] = field(default_factory=set)
-    positions: list[tuple[float, float, float]] = field(default_factory=list)
+    frame_of_reference: str = field(default="", repr=False)
+    instance_uids: set[str] = field(default_factory=set, repr=False)
+    positions: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
     orientation: tuple[float, ...] | None = None
     thickness: float | None = None
 

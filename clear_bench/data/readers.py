@@ -1,7 +1,8 @@
 """Scan readers: one small interface over the formats radiology researchers have.
 
 ``read_scan(path)`` picks the reader for ``path``: a NIfTI / NRRD / MHA / MHD file (SimpleITK), a DICOM
-series folder or file (pydicom, see :mod:`clear_bench.data.dicom`), or a folder of pre-windowed PNG slices
+export folder or file (pydicom, see :mod:`clear_bench.data.dicom`; RTSTRUCT and SEG objects give lesion
+boxes, :mod:`clear_bench.data.dicom_lesions`), or a folder of pre-windowed PNG slices
 (the CLEAR seed layout, :mod:`clear_bench.data.seed_png`). Every volume comes back as ``[z, y, x]`` float32
 HU in LPS orientation (axis 0 inferior -> superior, rows anterior -> posterior, columns patient right ->
 left) with spacing ``(dz, dy, dx)`` in mm, its direction and origin. A volume with NaN or infinite voxels
@@ -15,6 +16,7 @@ scaling (``scl_slope``/``scl_inter``) is applied by the reader.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +24,8 @@ from typing import Protocol
 
 import numpy as np
 
-from clear_bench.data.dicom import find_series, image_to_arrays, is_dicom_file, read_dicom_series
+from clear_bench.data.dicom import find_series, image_to_arrays, is_dicom_file, read_dicom_series, survey
+from clear_bench.data.dicom_lesions import lesion_boxes
 from clear_bench.data.files import safe_id, scan_stem
 from clear_bench.data.scan import Scan, ScanFailure
 from clear_bench.data.seed_png import IMAGE_SUFFIXES, read_seed_png
@@ -82,14 +85,19 @@ class VolumeFileReader:
 
 
 class DicomReader:
-    """A folder holding a DICOM series (the largest, when several), or one DICOM file of a series."""
+    """A DICOM export folder (its CT series, searched at any depth when the folder itself holds no DICOM
+    file; the largest series when several) with the lesion boxes of its RTSTRUCT and SEG objects, or one
+    DICOM file of a series."""
 
     name = "dicom"
 
     def can_read(self, path: Path) -> bool:
         if path.is_file():
             return path.suffix.lower() == ".dcm" or is_dicom_file(path)
-        return path.is_dir() and any(is_dicom_file(p) for p in _first_files(path))
+        if not path.is_dir():
+            return False
+        return any(is_dicom_file(p) for p in _first_files(path)) or any(
+            is_dicom_file(p) for p in itertools.islice((q for q in path.rglob("*") if q.is_file()), 256))
 
     def read(self, path: Path, scan_id: str | None = None) -> Scan:
         if path.is_file():
@@ -98,7 +106,20 @@ class DicomReader:
             if not series:
                 raise DataError(f"{path}: not a DICOM image file")
             return read_dicom_series(folder, scan_id=scan_id, series=series[0])
-        return read_dicom_series(path, scan_id=scan_id)
+        deep = not any(is_dicom_file(p) for p in _first_files(path))
+        found = survey(path, recursive=deep)
+        if found.unreadable:
+            raise DataError(found.unreadable[0])
+        if not found.series:
+            raise DataError(f"{path}: no CT image series" + (f" ({'; '.join(found.skipped)})"
+                                                            if found.skipped else ""))
+        if len(found.series) > 1:
+            log.warning("%s holds %d CT series; reading the largest (%s)", path, len(found.series),
+                        found.series[0].describe())
+        scan = read_dicom_series(path, scan_id=scan_id, series=found.series[0])
+        scan.notes += [f"skipped in this folder: {line}" for line in found.skipped]
+        scan.lesions = lesion_boxes(found.annotations, found.series[0], found.series, scan)
+        return scan
 
 
 class SeedPngReader:

@@ -227,7 +227,7 @@ def write_rtdose(path: Path, study_uid: str, frame_uid: str) -> Path:
 
 
 def write_patient(folder: Path, *, flipped: bool = False, extra_series: bool = False,
-                  patient: str = RAW_IDS[0]) -> Path:
+                  thin_series: bool = False, patient: str = RAW_IDS[0]) -> Path:
     """One patient's export: study / series folders as archives lay them out."""
     from pydicom.uid import generate_uid
 
@@ -242,6 +242,9 @@ def write_patient(folder: Path, *, flipped: bool = False, extra_series: bool = F
     if extra_series:  # a thick reconstruction of the same study, fewer slices
         write_ct(study / "6.000000-CT-thick", _hu()[::2], study_uid, frame_uid, spacing=(5.0, 0.8, 0.7),
                  prefix="thick")
+    if thin_series:  # a thin reconstruction of part of the range: fewer files, closer slices
+        write_ct(study / "7.000000-CT-thin", _hu()[:8], study_uid, frame_uid, spacing=(1.25, 0.8, 0.7),
+                 prefix="thin")
     return folder
 
 
@@ -322,6 +325,12 @@ def test_several_ct_series_follow_the_series_policy(registry, tmp_path):
     thick = every.load("pat_1-s2")
     assert thick.num_slices == 6 and thick.spacing[0] == pytest.approx(5.0)
     assert thick.lesions == []  # the RTSTRUCT and the SEG reference the thin series
+    write_patient(root / "pat_2", extra_series=True, thin_series=True)
+    thinnest = registry.source("folder").build({"root": str(root), "series": "thinnest"})
+    assert thinnest.scan_ids() == ["pat_1", "pat_2"]
+    assert thinnest.load("pat_2").spacing[0] == pytest.approx(1.25)
+    assert thinnest.load("pat_1").spacing[0] == pytest.approx(2.5)
+    assert registry.source("folder").build({"root": str(root)}).load("pat_2").num_slices == 12
     with pytest.raises(Exception, match="series: expected one of largest, thinnest, all"):
         registry.source("folder").build({"root": str(root), "series": "newest"})
 
@@ -343,6 +352,32 @@ def test_data_show_draws_the_rtstruct_boxes(tmp_path, capsys):
     width = image.shape[1] // 4  # four tiles side by side: z3 has no box, z4..z6 one each
     tiles_with_box = sorted({int(c) // width for c in columns})
     assert tiles_with_box == [1, 2, 3]
+
+
+def test_data_show_reads_an_export_folder_itself(tmp_path, capsys):
+    root = tmp_path / "export"
+    write_patient(root / "pat_1", flipped=True)
+    out = tmp_path / "folder.png"
+    assert main(["data", "show", str(root / "pat_1"), "--window", "lung", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "12 slices" in printed and "4 lesion boxes" in printed and out.stat().st_size > 0
+    assert not any(raw in printed for raw in RAW_IDS)
+
+
+def test_seg_voxels_by_volume_and_by_frame_agree(tmp_path):
+    import highdicom as hd
+
+    from clear_bench.data.dicom_lesions import _segment_points, _segment_points_by_frame
+
+    root = tmp_path / "export"
+    write_patient(root / "pat_1", flipped=True)
+    seg = hd.seg.segread(next(root.rglob("300.000000-Segmentation-0003/1-1.dcm")))
+    for number in (1, 2):
+        by_volume = _segment_points(seg, number, Path("seg.dcm"))
+        by_frame = _segment_points_by_frame(seg, number, Path("seg.dcm"))
+        assert len(by_volume) == len(by_frame) > 0
+        np.testing.assert_allclose(np.unique(np.round(by_volume, 3), axis=0),
+                                   np.unique(np.round(by_frame, 3), axis=0))
 
 
 def test_an_unreadable_file_leaves_its_patient_out_with_the_reason(registry, tmp_path):

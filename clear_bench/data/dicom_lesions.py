@@ -119,7 +119,32 @@ def lesion_boxes(annotations: Sequence[Annotation], series: SeriesInfo, folder_s
         boxes.extend(found)
         scan.notes.append(f"{len(found)} lesion box(es) from {annotation.kind.value.upper()} "
                           f"{annotation.path.name} (matched by {how})")
-    return boxes
+    unique = merge_duplicates(boxes)
+    if len(unique) < len(boxes):
+        scan.notes.append(f"{len(boxes) - len(unique)} duplicate box(es) merged (one lesion in several "
+                          "objects, e.g. an RTSTRUCT and the SEG made from it)")
+    return unique
+
+
+def merge_duplicates(boxes: Sequence[LesionBox], min_iou: float = 0.5) -> list[LesionBox]:
+    """``boxes`` without repeats: a box on the same slice, with the same label and an intersection over
+    union of at least ``min_iou`` with an earlier one is dropped."""
+    kept: list[LesionBox] = []
+    for box in boxes:
+        if not any(k.slice_index == box.slice_index and k.label == box.label and _iou(k, box) >= min_iou
+                   for k in kept):
+            kept.append(box)
+    return kept
+
+
+def _iou(a: LesionBox, b: LesionBox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter
+    return inter / union if union > 0 else 0.0
 
 
 # --- RTSTRUCT -------------------------------------------------------------------------------------------

@@ -158,18 +158,22 @@ def write_rtstruct(path: Path, ct: list, study_uid: str, frame_uid: str) -> Path
     return _save(ds, path)
 
 
-def write_seg(path: Path, ct: list) -> Path:
-    """A binary DICOM-SEG (highdicom) of one nodule on the CT's own grid, plus an organ segment."""
+def write_seg(path: Path, ct: list, gtv: bool = False) -> Path:
+    """A binary DICOM-SEG (highdicom) of one nodule on the CT's own grid, plus an organ segment; with
+    ``gtv``, a third segment repeats the RTSTRUCT's GTV (as archives convert one into the other)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     ordered = sorted(ct, key=lambda c: float(c.ImagePositionPatient[2]))
     flipped = float(ordered[0].ImageOrientationPatient[0]) < 0
-    pixels = np.zeros((len(ordered), SHAPE[1], SHAPE[2], 2), dtype=bool)
+    pixels = np.zeros((len(ordered), SHAPE[1], SHAPE[2], 3 if gtv else 2), dtype=bool)
     z0, z1, y0, y1, x0, x1 = NODULE
     pixels[z0:z1, y0:y1, x0:x1, 0] = True
     pixels[:, 5:35, 6:42, 1] = True
+    if gtv:
+        z0, z1, y0, y1, x0, x1 = GTV
+        pixels[z0:z1, y0:y1, x0:x1, 2] = True
     if flipped:
         pixels = pixels[:, :, ::-1]
     segments = [
@@ -177,7 +181,8 @@ def write_seg(path: Path, ct: list) -> Path:
             segment_number=n, segment_label=label,
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for n, label, kind in ((1, "Nodule-2", codes.SCT.Nodule), (2, "Lung", codes.SCT.Lung))]
+        for n, label, kind in ((1, "Nodule-2", codes.SCT.Nodule), (2, "Lung", codes.SCT.Lung),
+                               (3, "GTV-1", codes.SCT.Neoplasm))[:pixels.shape[-1]]]
     seg = hd.seg.Segmentation(
         source_images=ordered, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=300,
@@ -287,12 +292,25 @@ def test_lesion_names_filter_rois_and_a_label_overrides_them(registry, tmp_path)
     write_patient(root / "pat_1")
     lungs = registry.source("folder").build({"root": str(root), "lesion_names": ["lung*"],
                                              "mask_label": "lung"})
-    boxes = _boxes(lungs.load("pat_1"))
-    assert {b[-1] for b in boxes} == {"lung"}
-    assert len(boxes) == 2 * SHAPE[0]  # from the Lung-Left ROI and from the Lung segment
-    assert {b[1:5] for b in boxes} == {(6, 5, 42, 35)}
+    scan = lungs.load("pat_1")
+    boxes = _boxes(scan)
+    # the Lung-Left ROI and the Lung segment, one region, under the one label given: one box per slice
+    assert boxes == [(z, 6, 5, 42, 35, "lung") for z in range(SHAPE[0])]
+    assert any(note.startswith(f"{SHAPE[0]} duplicate box(es) merged") for note in scan.notes)
     gtv_only = registry.source("folder").build({"root": str(root), "lesion_names": ["GTV*"]})
     assert _boxes(gtv_only.load("pat_1")) == _expected(GTV, "GTV-1")
+
+
+def test_a_lesion_in_both_the_rtstruct_and_a_seg_gives_one_box_per_slice(registry, tmp_path):
+    root = tmp_path / "export"
+    write_patient(root / "pat_1")
+    seg = next(root.rglob("300.000000-Segmentation-0003/1-1.dcm"))
+    ct = [__import__("pydicom").dcmread(p) for p in sorted(root.rglob("ct*.dcm"))]
+    write_seg(seg, ct, gtv=True)
+    scan = registry.source("folder").build({"root": str(root), "lesion_names": ["GTV*"]}).load("pat_1")
+    assert _boxes(scan) == _expected(GTV, "GTV-1")
+    assert "3 duplicate box(es) merged (one lesion in several objects, e.g. an RTSTRUCT and the SEG made " \
+           "from it)" in scan.notes
 
 
 def test_an_rtstruct_without_series_references_is_matched_by_geometry(registry, tmp_path):

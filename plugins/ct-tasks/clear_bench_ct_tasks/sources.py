@@ -46,8 +46,8 @@ def source_specs() -> list[SourceSpec]:
         SourceSpec("synthetic", build_synthetic,
                    "procedural CT cohort with inserted lesions, lung disease and stage (seeded)",
                    options=_SYNTHETIC_OPTIONS),
-        SourceSpec("folder", fs.build_folder, "a folder of NIfTI / NRRD / MHA files and DICOM series, "
-                   "optional lesion masks", options=fs.FOLDER_OPTIONS),
+        SourceSpec("folder", fs.build_folder, "a folder of NIfTI / NRRD / MHA files and DICOM patient "
+                   "exports (CT series; RTSTRUCT, SEG or mask lesion boxes)", options=fs.FOLDER_OPTIONS),
         SourceSpec("seed-png", fs.build_seed_png, "CLEAR seed layout: a folder of pre-windowed PNG "
                    "slices per patient, optional lesion CSV", options=fs.SEED_OPTIONS),
         SourceSpec("deeplesion", fs.build_deeplesion, "DeepLesion Images_png + DL_info.csv (key-slice "

@@ -217,6 +217,11 @@ class AggregatorSpec:
     build: Callable[[int, int, Mapping[str, Any]], torch.nn.Module]
     description: str = ""
     options: Options = field(default_factory=dict)
+    ensemble: bool = False
+    """The module's ``forward`` also takes leading member dimensions (``x [E, B, N, D]``,
+    ``mask [E, B, N]``: index dimensions from the end) and its weights live in ``nn.Linear`` /
+    ``nn.LayerNorm`` layers or plain parameters: many copies then train as one stacked module
+    (:mod:`clear_bench.evaluation.ensemble`). Otherwise each fold trains on its own."""
 
 
 RESUME_IF_PRESENT = "if-present"

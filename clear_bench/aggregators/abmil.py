@@ -35,5 +35,5 @@ class ABMIL(nn.Module):
         if self.attention_u is not None:
             a = a * torch.sigmoid(self.attention_u(h))
         weights = masked_softmax(self.attention_w(a).squeeze(-1), mask)
-        pooled = torch.einsum("bn,bnd->bd", weights, h)
+        pooled = torch.einsum("...n,...nd->...d", weights, h)
         return AggregatorOutput(logits=self.classifier(self.norm(pooled)), attention=weights)

@@ -22,7 +22,8 @@ def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_bag(x: torch.Tensor, mask: torch.Tensor) -> None:
-    """Raise on shapes that would silently broadcast: ``x [B, N, D]`` and ``mask [B, N]`` bool."""
-    if x.dim() != 3 or mask.shape != x.shape[:2] or mask.dtype != torch.bool:
+    """Raise on shapes that would silently broadcast: ``x [..., B, N, D]`` and ``mask [..., B, N]`` bool
+    (leading dimensions are ensemble members, see :mod:`clear_bench.evaluation.ensemble`)."""
+    if x.dim() < 3 or mask.shape != x.shape[:-1] or mask.dtype != torch.bool:
         raise ValueError(f"expected x [B, N, D] and bool mask [B, N], got {tuple(x.shape)} and "
                          f"{tuple(mask.shape)} {mask.dtype}")

@@ -23,6 +23,6 @@ class MeanPool(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
         check_bag(x, mask)
         x = zero_padding(x, mask)
-        weights = mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1)
-        pooled = torch.einsum("bn,bnd->bd", weights, self.project(x))
+        weights = mask.float() / mask.sum(dim=-1, keepdim=True).clamp(min=1)
+        pooled = torch.einsum("...n,...nd->...d", weights, self.project(x))
         return AggregatorOutput(logits=self.classifier(self.norm(pooled)), attention=weights)

@@ -34,19 +34,20 @@ class PMA(nn.Module):
         self.classifier = nn.Linear(num_seeds * hidden_dim, n_outputs)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """``[B, L, H]`` -> ``[B, heads, L, H / heads]``."""
-        b, length, width = t.shape
-        return t.view(b, length, self.num_heads, width // self.num_heads).transpose(1, 2)
+        """``[..., L, H]`` -> ``[..., heads, L, H / heads]``."""
+        *lead, length, width = t.shape
+        return t.reshape(*lead, length, self.num_heads, width // self.num_heads).transpose(-3, -2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
         check_bag(x, mask)
         x = zero_padding(x, mask)
         h = self.project(x)
-        seeds = self.seeds.unsqueeze(0).expand(x.shape[0], -1, -1)
+        seeds = self.seeds.unsqueeze(-3).expand(*x.shape[:-2], -1, -1)  # [..., B, seeds, H]
         q, k, v = self._heads(self.query(seeds)), self._heads(self.key(h)), self._heads(self.value(h))
-        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # [B, heads, seeds, N]
-        weights = masked_softmax(scores, mask[:, None, None, :])
-        attended = (weights @ v).transpose(1, 2).reshape(seeds.shape)
+        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # [..., B, heads, seeds, N]
+        weights = masked_softmax(scores, mask[..., None, None, :])
+        attended = (weights @ v).transpose(-3, -2).reshape(seeds.shape)
         pooled = self.norm1(seeds + self.out(attended))
         pooled = self.norm2(pooled + self.feedforward(pooled))
-        return AggregatorOutput(logits=self.classifier(pooled.flatten(1)), attention=weights.mean(dim=(1, 2)))
+        return AggregatorOutput(logits=self.classifier(pooled.flatten(-2)),
+                               attention=weights.mean(dim=(-3, -2)))

@@ -10,7 +10,7 @@ No instance is ever chosen because of a label or a lesion annotation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -60,9 +60,25 @@ class PaddedBags:
     slice_index: torch.Tensor
     window_id: torch.Tensor
     lengths: torch.Tensor
+    _sums: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @torch.no_grad()
+    def instance_sums(self, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per bag, the float64 sum and sum of squares of its real instances (``[B, D]`` each), computed
+        once: the statistics of any set of bags are then sums of rows."""
+        if self._sums is None:
+            sums = torch.zeros(len(self), self.dim, dtype=torch.float64, device=self.x.device)
+            squares = torch.zeros_like(sums)
+            for start in range(0, len(self), chunk):
+                mask = self.mask[start:start + chunk]
+                x = self.x[start:start + chunk].masked_fill(~mask.unsqueeze(-1), 0.0).double()
+                sums[start:start + chunk] = x.sum(1)
+                squares[start:start + chunk] = (x * x).sum(1)
+            self._sums = (sums, squares)
+        return self._sums
 
     @property
     def dim(self) -> int:

@@ -23,7 +23,7 @@ import inspect
 import itertools
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,14 @@ import torch
 
 from clear_bench.atomic import atomic_write
 from clear_bench.evaluation.bags import PaddedBags
+from clear_bench.evaluation.batched import Member, train_members
 from clear_bench.evaluation.splits import Splits
-from clear_bench.evaluation.training import TrainConfig, fold_seed, predict, train_fold
+from clear_bench.evaluation.training import TrainConfig, TrainedFold, fold_seed, predict, train_fold
 from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
 
 log = logging.getLogger(__name__)
 
-EVAL_CODE_VERSION = "2"
+EVAL_CODE_VERSION = "3"
 """Bumped whenever a change to training or prediction would change fold results."""
 
 
@@ -123,6 +124,16 @@ def head_code_digest(model: torch.nn.Module) -> str:
     return stable_hash(digests)
 
 
+@dataclass(frozen=True)
+class CrossValRun:
+    """One cross-validation of a row: the labels (real or permuted), the splits (one repeat) and the
+    control name (``""`` for the real labels)."""
+
+    labels: Mapping[str, np.ndarray]
+    splits: Splits
+    control: str = ""
+
+
 def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type: str,
                  label_names: Sequence[str], splits: Splits, aggregator: AggregatorSpec,
                  options: Mapping[str, Any] | None, config: TrainConfig, *, bagset_fingerprint: str,
@@ -133,34 +144,66 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
     ``bags`` must hold every scan of ``splits``; ``labels`` maps scan id -> label vector (TaskData
     convention). With ``results_dir`` set, finished folds are loaded instead of retrained.
     """
+    return run_crossvals(bags, [CrossValRun(labels, splits, control)], label_type, label_names, aggregator,
+                         options, config, bagset_fingerprint=bagset_fingerprint, results_dir=results_dir,
+                         code_version=code_version, folds=folds)[0]
+
+
+def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str,
+                  label_names: Sequence[str], aggregator: AggregatorSpec, options: Mapping[str, Any] | None,
+                  config: TrainConfig, *, bagset_fingerprint: str, results_dir: str | Path | None = None,
+                  code_version: str = "", folds: Sequence[int] | None = None) -> list[CrossValResult]:
+    """Cross-validate ``aggregator`` on the same bags for every run (repeats, label permutations), training
+    every missing fold of every run together (:mod:`~clear_bench.evaluation.batched`) when the head
+    can be stacked (``aggregator.ensemble``), one fold at a time otherwise. One result per run, in order."""
     resolved = resolve_options(aggregator.options, options)
-    n_outputs = len(label_names) if label_type == "multiclass" else len(next(iter(labels.values())))
+    n_outputs = len(label_names) if label_type == "multiclass" else len(next(iter(runs[0].labels.values())))
     device = torch.device(config.device)
     bags = _on_device(bags, device)
-    targets = _targets(bags.ids, labels, label_type, n_outputs).to(device)
-    patient_of = {i: splits.patient_of.get(i, i) for i in splits.scan_ids}
-    used_labels = {i: np.asarray(labels[i]) for i in splits.scan_ids}
-    result = CrossValResult(list(label_names), label_type, used_labels, patient_of, splits.fingerprint,
-                            bagset_fingerprint, aggregator.name, resolved, config, control=control)
-    wanted = range(len(splits.folds)) if folds is None else folds
     with torch.random.fork_rng(devices=[]):  # building a probe model must not move the caller's RNG
-        code = [code_version, head_code_digest(aggregator.build(bags.dim, n_outputs, resolved))]
-    for index in wanted:
-        key = fold_key(bagset_fingerprint, splits, index, labels, label_type, aggregator.name, resolved,
-                       config, stable_hash(code))
-        path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
-        if path is not None and path.exists():
-            result.folds.append(load_fold(path))
-            log.debug("fold %d: reused %s", index, path.name)
-            continue
-        fold_result = _train_and_predict(bags, targets, label_type, n_outputs, splits, index, key,
-                                         lambda: aggregator.build(bags.dim, n_outputs, resolved), config)
-        if path is not None:
-            save_fold(fold_result, path)
-        result.folds.append(fold_result)
-        log.debug("fold %d: best epoch %d/%d, %.1f s", index, fold_result.best_epoch, len(fold_result.curve),
-                  fold_result.seconds)
-    return result
+        code = stable_hash([code_version, head_code_digest(aggregator.build(bags.dim, n_outputs, resolved))])
+    results, pending = [], []
+    for run in runs:
+        patient_of = {i: run.splits.patient_of.get(i, i) for i in run.splits.scan_ids}
+        used_labels = {i: np.asarray(run.labels[i]) for i in run.splits.scan_ids}
+        result = CrossValResult(list(label_names), label_type, used_labels, patient_of,
+                                run.splits.fingerprint, bagset_fingerprint, aggregator.name, resolved, config,
+                                control=run.control)
+        targets = _targets(bags.ids, run.labels, label_type, n_outputs).to(device)
+        for index in range(len(run.splits.folds)) if folds is None else folds:
+            key = fold_key(bagset_fingerprint, run.splits, index, run.labels, label_type, aggregator.name,
+                           resolved, config, code)
+            path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
+            if path is not None and path.exists():
+                result.folds.append(load_fold(path))
+                log.debug("fold %d: reused %s", index, path.name)
+            else:
+                result.folds.append(None)
+                pending.append((result, len(result.folds) - 1, run.splits, index, key, path, targets))
+        results.append(result)
+    if pending:
+        trained = _train(pending, bags, label_type, n_outputs, aggregator, resolved, config)
+        for (result, slot, splits, index, key, path, _), model in zip(pending, trained, strict=True):
+            fold_result = _predict_fold(bags, label_type, splits, index, key, model, config)
+            if path is not None:
+                save_fold(fold_result, path)
+            result.folds[slot] = fold_result
+            log.debug("fold %d: best epoch %d/%d", index, fold_result.best_epoch, len(fold_result.curve))
+    return results
+
+
+def _train(pending: list, bags: PaddedBags, label_type: str, n_outputs: int, aggregator: AggregatorSpec,
+           options: dict[str, Any], config: TrainConfig) -> list[TrainedFold]:
+    """Train the pending folds: stacked when the head allows it, one by one otherwise."""
+    def build() -> torch.nn.Module:
+        return aggregator.build(bags.dim, n_outputs, options)
+
+    members = [Member(bags.rows(splits.folds[index].train), bags.rows(splits.folds[index].val), targets,
+                      fold_seed(config.seed, index)) for _, _, splits, index, _, _, targets in pending]
+    if aggregator.ensemble:
+        return train_members(build, members, bags, label_type, n_outputs, config)
+    return [train_fold(build, bags, m.targets, label_type, n_outputs, m.train_rows, m.val_rows, config,
+                       m.seed) for m in members]
 
 
 def permute_labels(labels: Mapping[str, np.ndarray], patient_of: Mapping[str, str] | None,
@@ -175,12 +218,9 @@ def permute_labels(labels: Mapping[str, np.ndarray], patient_of: Mapping[str, st
     return {i: np.asarray(labels[first_scan[donor_of[patient_of[i]]]]).copy() for i in labels}
 
 
-def _train_and_predict(bags: PaddedBags, targets: torch.Tensor, label_type: str, n_outputs: int,
-                       splits: Splits, index: int, key: str, build: Callable[[], torch.nn.Module],
-                       config: TrainConfig) -> FoldResult:
+def _predict_fold(bags: PaddedBags, label_type: str, splits: Splits, index: int, key: str,
+                  trained: TrainedFold, config: TrainConfig) -> FoldResult:
     fold = splits.folds[index]
-    trained = train_fold(build, bags, targets, label_type, n_outputs, bags.rows(fold.train),
-                         bags.rows(fold.val), config, fold_seed(config.seed, index))
     test_rows, val_rows = bags.rows(fold.test), bags.rows(fold.val)
     test_probs, attention = predict(trained.model, bags, test_rows, label_type, config.batch_size * 2)
     val_probs, _ = predict(trained.model, bags, val_rows, label_type, config.batch_size * 2)

@@ -96,7 +96,7 @@ def train_fold(build: Callable[[], nn.Module], bags: PaddedBags, targets: torch.
         model = build().to(device)
         init_digest = parameter_digest(model)
         if config.standardize:
-            model = Standardized(model, *instance_moments(bags, train_rows, config.batch_size * 2))
+            model = Standardized(model, *instance_moments(bags, train_rows))
         loss_fn = make_loss(label_type, targets[train_rows.to(targets.device)], n_outputs).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -143,22 +143,15 @@ class Standardized(nn.Module):
 
 
 @torch.no_grad()
-def instance_moments(bags: PaddedBags, rows: torch.Tensor,
-                     chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of every dimension over the real instances of ``rows``, in chunks so
-    no copy of the training bags is made; a dimension constant in training gets an infinite std (it is
-    standardised to 0)."""
-    total = torch.zeros(bags.dim, dtype=torch.float64, device=bags.x.device)
-    squares = torch.zeros_like(total)
-    count = 0
-    for start in range(0, len(rows), chunk):
-        x, mask = bags.batch(rows[start:start + chunk].to(bags.x.device))
-        real = x[mask].double()
-        total += real.sum(0)
-        squares += (real * real).sum(0)
-        count += real.shape[0]
-    mean = total / max(count, 1)
-    std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+def instance_moments(bags: PaddedBags, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of every dimension over the real instances of ``rows`` (from the bags'
+    per-bag sums, see :meth:`PaddedBags.instance_sums`); a dimension constant in training gets an
+    infinite std (it is standardised to 0)."""
+    sums, squares = bags.instance_sums()
+    index = rows.to(sums.device)
+    count = max(int(bags.lengths[rows.cpu()].sum()), 1)
+    mean = sums[index].sum(0) / count
+    std = (squares[index].sum(0) / count - mean * mean).clamp(min=0).sqrt()
     # A dimension constant over the training instances carries nothing the head can learn; scaling it by
     # a clamped tiny std would blow test-time deviations up to ~1e4. An infinite std maps it to 0 instead.
     std = torch.where(std > 1e-6 * (1.0 + mean.abs()), std, torch.full_like(std, math.inf))

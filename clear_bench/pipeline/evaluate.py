@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from clear_bench.errors import DataError
 from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary, summarize
 from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs, paired_draws
-from clear_bench.evaluation.crossval import CrossValResult, permute_labels, run_crossval
+from clear_bench.evaluation.crossval import CrossValResult, CrossValRun, permute_labels, run_crossvals
 from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
@@ -146,35 +146,35 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                             patient_of=patient_of) for r in range(protocol.repeats)]
     ids = splits[0].scan_ids
     metrics = [m for m in metrics if inputs.label_type in m.label_types]
+    permuted = [permute_labels(labels, patient_of, seed=protocol.seed + 1000 + index)
+                for index in range(protocol.permutations)]
+    runs = [CrossValRun(labels, split) for split in splits]
+    runs += [CrossValRun(null, splits[0], f"permutation-{index}") for index, null in enumerate(permuted)]
     cells: list[Cell] = []
     with _cpu_threads(protocol.threads if protocol.train.device == "cpu" else None):
-        for source in encoders:
-            bags, bagset = source.load(ids)
-            padded = pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
-            trainers = {head.ref.id: partial(
-                run_crossval, padded, label_type=inputs.label_type, label_names=inputs.label_names,
-                aggregator=head.spec, options=head.ref.options, config=protocol.train,
-                bagset_fingerprint=bagset, results_dir=task_dir / "folds") for head in heads}
-            permuted = [permute_labels(labels, patient_of, seed=protocol.seed + 1000 + index)
-                        for index in range(protocol.permutations)]
-            jobs = [partial(train, labels=labels, splits=split)
-                    for train in trainers.values() for split in splits]
-            jobs += [partial(train, labels=null_labels, control=f"permutation-{index}", splits=splits[0])
-                     for train in trainers.values() for index, null_labels in enumerate(permuted)]
-            run_in_workers(jobs, worker_count(protocol.workers, len(jobs)))
-            for head in heads:
+        for group in _memory_groups(encoders, ids):
+            padded = {source.label: pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
+                      for source, bags, _ in group}
+            rows = [partial(run_crossvals, padded[source.label], runs, inputs.label_type, inputs.label_names,
+                            head.spec, head.ref.options, protocol.train, bagset_fingerprint=bagset,
+                            results_dir=task_dir / "folds")
+                    for source, _, bagset in group for head in heads]
+            # The rows are independent: forked workers fill the fold cache (largest bags first), then
+            # the loop below reads every fold back in order.
+            largest_first = sorted(rows, key=lambda row: -row.args[0].x.numel())
+            run_in_workers(largest_first, worker_count(protocol.workers, len(rows)))
+            labelled = [(source, head) for source, _, _ in group for head in heads]
+            for (source, head), cross_validate in zip(labelled, rows, strict=True):
                 log.info("cross-validating %s + %s on %s", source.label, head.ref.id, inputs.task_id)
-                cross_validate = trainers[head.ref.id]
-                results = [cross_validate(labels=labels, splits=split) for split in splits]
+                computed = cross_validate()
+                results, nulls = computed[:len(splits)], computed[len(splits):]
                 summary = summarize(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
                 null = None
-                if protocol.permutations > 0:
+                if nulls:
                     point = summarize(results[0], n_boot=1, seed=0, metrics=metrics)
-                    null = permutation_null(protocol.permutations, protocol.seed, labels, patient_of,
-                                            point.get(inputs.metric).mean,
-                                            partial(cross_validate, splits=splits[0]), inputs.metric, metrics)
+                    null = permutation_null(nulls, point.get(inputs.metric).mean, inputs.metric, metrics)
                 cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
-            del padded, bags
+            del padded, group, rows
     runs = {cell.row.name: cell.results for cell in cells}
     pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
     draws = paired_draws(runs, inputs.metric, n_boot=protocol.comparison_resamples, seed=protocol.seed,
@@ -205,23 +205,41 @@ def _patient_level(inputs: TaskInputs, protocol: EvaluationProtocol) -> tuple[st
     return "scan-level", ({**{i: i for i in inputs.labels}, **known} if known else None)
 
 
-def permutation_null(count: int, seed: int, labels: dict[str, np.ndarray], patient_of: dict[str, str] | None,
-                     observed: float, cross_validate: Callable[..., CrossValResult], metric: str,
+def permutation_null(nulls: Sequence[CrossValResult], observed: float, metric: str,
                      metrics: Sequence[MetricSpec]) -> NullSummary:
-    """The row's macro ``metric`` under ``count`` patient-level label permutations through the same folds
-    and training; the permutation p is ``(1 + #{null >= observed}) / (count + 1)``."""
-    values = []
-    for index in range(count):
-        permuted = permute_labels(labels, patient_of, seed=seed + 1000 + index)
-        result = cross_validate(labels=permuted, control=f"permutation-{index}")
-        values.append(summarize(result, n_boot=1, seed=0, metrics=metrics).get(metric).mean)
+    """The row's macro ``metric`` under its patient-level label permutations (``nulls``: each a
+    cross-validation through the same folds and training); the permutation p is
+    ``(1 + #{null >= observed}) / (count + 1)``."""
+    values = [summarize(result, n_boot=1, seed=0, metrics=metrics).get(metric).mean for result in nulls]
     null = np.asarray(values, dtype=float)
     finite = null[~np.isnan(null)]
     if not len(finite):
-        return NullSummary(count, math.nan, math.nan, math.nan, math.nan, values)
+        return NullSummary(len(nulls), math.nan, math.nan, math.nan, math.nan, values)
     low, high = np.percentile(finite, [2.5, 97.5])
     p = (1 + int(np.sum(finite >= observed))) / (len(finite) + 1)
-    return NullSummary(count, float(finite.mean()), float(low), float(high), p, values)
+    return NullSummary(len(nulls), float(finite.mean()), float(low), float(high), p, values)
+
+
+def _memory_groups(encoders: Sequence[BagSource], ids: Sequence[str]
+                   ) -> Iterator[list[tuple[BagSource, dict[str, Bag], str]]]:
+    """The encoders with their bags, in groups whose bags together stay under :data:`ROW_GROUP_BYTES`,
+    so that the rows of a group can train in parallel without holding every encoder's bags at once."""
+    group: list[tuple[BagSource, dict[str, Bag], str]] = []
+    size = 0
+    for source in encoders:
+        bags, bagset = source.load(ids)
+        nbytes = sum(bag.embeddings.nbytes for bag in bags.values())
+        if group and size + nbytes > ROW_GROUP_BYTES:
+            yield group
+            group, size = [], 0
+        group.append((source, bags, bagset))
+        size += nbytes
+    if group:
+        yield group
+
+
+ROW_GROUP_BYTES = 4 << 30
+"""The bags of encoders evaluated side by side (their rows in parallel) stay under this many bytes."""
 
 
 _BOARD_COLUMNS = ("auroc", "auprc", "balanced_accuracy", "f1_macro")

@@ -9,7 +9,7 @@ from typing import Any
 from clear_bench.errors import ConfigError
 from clear_bench.specs import stable_hash
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the generator's output for given parameters changes (enters every fingerprint)."""
 
 COVERAGE_MM = 450.0
@@ -22,7 +22,11 @@ class Difficulty:
 
     ``lesion_diameter_mm`` bounds lesion diameters; ``contrast`` scales every lesion's HU difference from its
     surrounding tissue; ``noise`` scales each site's noise; ``disease_extent`` scales the lung patterns;
-    ``max_lesions`` caps the lesions per involved organ (nodes, metastases and benign findings: 1..max).
+    ``max_lesions`` caps the lesions per involved organ (nodes, metastases and benign findings: 1..max);
+    ``rim_hu`` is the enhancement of a malignant lesion's rim over its core (a ring, visible as shape);
+    ``mimic_rate`` is the chance per organ of unlabelled look-alikes with a lesion's HU and area but
+    ``mimic_aspect`` times longer than wide (tubes, not masses), so that counting voxels at lesion HU values
+    is not enough and the shape has to be seen.
     """
 
     lesion_diameter_mm: tuple[float, float]
@@ -30,15 +34,20 @@ class Difficulty:
     noise: float
     disease_extent: float
     max_lesions: int = 3
+    rim_hu: float = 0.0
+    mimic_rate: float = 0.0
+    mimic_aspect: float = 4.0
 
 
-# Calibrated with benchmarks/difficulty.py (100 patients, HU-histogram reference, 5-fold CV): realistic
-# 8-30 mm lesions ("hard") are close to invisible to the reference on 15-20 mm slices, so the default
-# preset uses large lesions and conspicuous contrast to be learnable at CPU scale.
+# Calibrated with benchmarks/difficulty.py (100 patients, 5-fold CV, the HU-histogram reference and the
+# image-space filter probe). Realistic 8-30 mm lesions ("hard") are close to invisible to both references
+# on 15-20 mm slices, so the default preset uses large lesions with an enhancing rim (a ring an image encoder
+# can see at 112 px) and unlabelled elongated mimics with the lesions' HU (which a histogram cannot tell
+# from lesions), so that seeing shape pays and counting voxels alone does not.
 DIFFICULTY_PRESETS: dict[str, Difficulty] = {
-    "easy": Difficulty((50.0, 95.0), 2.2, 0.5, 1.3, 8),
-    "default": Difficulty((40.0, 80.0), 1.8, 0.8, 1.0, 5),
-    "hard": Difficulty((8.0, 30.0), 1.0, 1.2, 0.7, 3),
+    "easy": Difficulty((50.0, 95.0), 2.2, 0.5, 1.3, 8, rim_hu=120.0, mimic_rate=0.15),
+    "default": Difficulty((40.0, 80.0), 1.8, 0.8, 1.0, 5, rim_hu=90.0, mimic_rate=0.3),
+    "hard": Difficulty((8.0, 30.0), 1.0, 1.2, 0.7, 3, rim_hu=40.0, mimic_rate=0.5),
 }
 
 

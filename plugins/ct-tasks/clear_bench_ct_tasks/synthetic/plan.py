@@ -61,6 +61,8 @@ class Lesion:
     hu: float
     clip: str | None
     necrotic: bool
+    rim_hu: float = 0.0
+    """HU added to the outer third of the radius (an enhancing rim around the mass; 0 for none)."""
 
     @property
     def diameter_mm(self) -> float:
@@ -96,6 +98,10 @@ class PatientPlan:
     disease: DiseasePlan
     noise_hu: float
     render_seed: int
+    mimics: tuple[Lesion, ...] = ()
+    """Lesion mimics: elongated structures with a lesion's HU in its organ (vessels, bowel, fissures),
+    drawn like anatomy, never boxed and never labelled: voxel counts at lesion HU values cannot tell a
+    patient with a lesion from one with a mimic; the shape (round versus elongated) can."""
 
     @property
     def extent_mm(self) -> float:
@@ -133,7 +139,7 @@ def scan_id_of(config: CohortConfig, index: int) -> str:
 def plan_patient(config: CohortConfig, index: int) -> PatientPlan:
     """The plan of patient ``index``: independent of the cohort size, deterministic in (seed, index)."""
     seq = np.random.SeedSequence([config.seed, index, 20240601])
-    plan_seed, render_seed = seq.spawn(2)
+    plan_seed, render_seed, mimic_seed = seq.spawn(3)
     rng = np.random.default_rng(plan_seed)
     diff = config.difficulty
     site = SITES[int(rng.integers(config.sites))]
@@ -165,8 +171,30 @@ def plan_patient(config: CohortConfig, index: int) -> PatientPlan:
             for _ in range(int(rng.integers(1, max(2, diff.max_lesions)))):
                 lesions.append(_lesion(rng, partial, diff, organ, "benign", rng.uniform(lo, lo + 0.4 * span)))
     disease = _disease(rng, partial, diff)
-    return replace(partial, lesions=tuple(lesions), disease=disease,
+    mimics = _mimics(np.random.default_rng(mimic_seed), partial, diff)
+    return replace(partial, lesions=tuple(lesions), disease=disease, mimics=mimics,
                    render_seed=int(render_seed.generate_state(1)[0]))
+
+
+def _mimics(rng: np.random.Generator, plan: PatientPlan, diff: Difficulty) -> tuple[Lesion, ...]:
+    """Per organ, with probability ``diff.mimic_rate``, one or two elongated look-alikes of a lesion of
+    that organ: the same HU (malignant or benign, at random) and the same in-plane area as a lesion of
+    the preset's sizes, but ``diff.mimic_aspect`` times longer than wide."""
+    lo, hi = diff.lesion_diameter_mm
+    out: list[Lesion] = []
+    for organ in LESION_TYPES:
+        if rng.random() >= diff.mimic_rate:
+            continue
+        for _ in range(int(rng.integers(1, 3))):
+            role = "benign" if rng.random() < 0.5 else "primary"
+            like = _lesion(rng, plan, diff, organ, role, rng.uniform(lo, lo + 0.6 * (hi - lo)))
+            r = max(like.rx, like.ry)
+            long, short = r * math.sqrt(diff.mimic_aspect), r / math.sqrt(diff.mimic_aspect)
+            # in the body wall a tube runs along the wall, not out of the body
+            angle = math.degrees(math.atan2(like.y, like.x)) + 90.0 if organ == "soft tissue" else like.angle
+            out.append(replace(like, role="mimic", rx=long, ry=short, rz=like.rz * 0.8, angle=angle,
+                               necrotic=False))
+    return tuple(out)
 
 
 def _lesion(rng: np.random.Generator, plan: PatientPlan, diff: Difficulty, organ: str, role: str,
@@ -184,7 +212,7 @@ def _lesion(rng: np.random.Generator, plan: PatientPlan, diff: Difficulty, organ
     elong = rng.uniform(0.8, 1.0)
     return Lesion(organ, role, plan.z_of_t(t), y, x, radius * rng.uniform(0.85, 1.15), radius * elong, radius,
                   float(rng.uniform(0, 180)), float(hu), _CLIP_TO.get(organ),
-                  role != "benign" and diameter >= 30.0)
+                  role != "benign" and diameter >= 30.0, 0.0 if role == "benign" else diff.rim_hu)
 
 
 def _place(rng: np.random.Generator, anat: Anatomy, organ: str) -> tuple[float, tuple[float, float]]:

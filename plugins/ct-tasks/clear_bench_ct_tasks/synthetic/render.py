@@ -93,6 +93,8 @@ def render(plan: PatientPlan, *, lesions: bool = True, disease: bool = True, noi
         lung_mask, liver_mask = _anatomy(canvas, plan, t, texture_rng)
         if disease:
             _lung_disease(canvas, plan, z, t, lung_mask, rng)
+        for mimic in plan.mimics:  # look-alikes are part of the anatomy: no box, no label, always drawn
+            _lesion(canvas, plan, mimic, z, {"lung": lung_mask, "liver": liver_mask})
         if lesions:
             for owner, lesion in enumerate(plan.lesions):
                 box = _lesion(canvas, plan, lesion, z, {"lung": lung_mask, "liver": liver_mask})
@@ -320,7 +322,10 @@ def _lesion(c: _Canvas, plan: PatientPlan, lesion: Lesion, z: float,
             return None
         m = np.maximum(m, (m >= m.max()).astype(np.float32))
     region = c.img[box]
-    region += (m * weight) * (lesion.hu - region)
+    region += (m * weight) * (lesion.hu + lesion.rim_hu - region)
+    if lesion.rim_hu:
+        box_c, m_c = c.mask(e.scaled(2.0 / 3.0))
+        c.img[box_c] += (m_c * weight) * (lesion.hu - c.img[box_c])
     if lesion.necrotic:
         box_n, m_n = c.mask(e.scaled(0.45))
         c.img[box_n] += (m_n * weight) * (lesion.hu - 35.0 - c.img[box_n])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_bench import hookimpl
 from clear_bench.encoders.hu_reference import reference_encoder_spec
+from clear_bench.encoders.image_probe import probe_encoder_spec
 from clear_bench.specs import AggregatorSpec, EncoderSpec, MetricSpec, Option
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
 
 @hookimpl
 def clear_bench_encoders() -> list[EncoderSpec]:
-    return [reference_encoder_spec()]
+    return [reference_encoder_spec(), probe_encoder_spec()]
 
 
 @hookimpl

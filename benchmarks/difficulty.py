@@ -1,11 +1,17 @@
-"""Measure how hard each synthetic-cohort preset is for the non-learned HU-histogram reference.
+"""Measure how hard each synthetic-cohort preset is for the two non-learned references.
 
-For every preset: render the cohort, embed each slice with the reference encoder (per-slice HU histogram
-and first-order statistics, through the same slice plan the harness uses), pool the slices of a patient
-(mean, max and standard deviation of each feature), and fit a logistic regression in patient-level
-stratified K-fold cross-validation, once per label. AUROC is computed per fold on that fold's test
-patients and averaged over folds, then over labels (macro). The same is repeated with the label rows
-shuffled across patients, which must land near 0.5.
+For every preset the cohort is rendered once and every slice embedded, through the slice plans the
+harness uses, by
+
+* ``hu``: the HU-histogram reference (``hu-reference``: per-slice HU histogram and first-order statistics),
+* ``image``: the image-space filter probe (``image-probe``: blob and edge filters of each windowed slice,
+  pooled on a coarse grid), which sees structure at the encoders' input size and has no weights either.
+
+The slices of a patient are pooled (mean, max and standard deviation of each feature, per window for the
+probe) and a logistic regression is fitted in patient-level stratified K-fold cross-validation, once per
+label. AUROC is computed per fold on that fold's test patients and averaged over folds, then over labels
+(macro). Lesion location is repeated with the label rows shuffled across patients, which must land near
+0.5. The table also gives each reference's weakest location label and the label prevalence range.
 
     uv run python benchmarks/difficulty.py                      # 100 patients, easy/default/hard
     uv run python benchmarks/difficulty.py --patients 60 --presets default
@@ -31,33 +37,53 @@ from sklearn.preprocessing import StandardScaler
 
 from clear_bench.data.slices import SlicePlan, slice_instances
 from clear_bench.encoders.hu_reference import build_reference
+from clear_bench.encoders.image_probe import build_probe
+
+WINDOWS = ("soft-tissue", "lung", "bone")
 
 
-def patient_features(source: SyntheticSource, image_size: int) -> tuple[list[str], np.ndarray]:
-    """``[patients, 3 * D]``: mean, max and std over slices of the reference's per-slice features."""
-    encoder = build_reference({"image_size": image_size})
-    plan = SlicePlan(input="hu", channels=1, image_size=encoder.preprocessing.image_size)
-    ids, rows = source.scan_ids(), []
+def _pool(feats: np.ndarray) -> np.ndarray:
+    return np.concatenate([feats.mean(0), feats.max(0), feats.std(0)])
+
+
+def patient_features(
+    source: SyntheticSource, image_size: int, probe_size: int
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Per reference, ``[patients, F]``: mean, max and std over slices of its per-slice features (per
+    window for the image probe, whose windows are concatenated)."""
+    hu = build_reference({"image_size": image_size})
+    hu_plan = SlicePlan(input="hu", channels=1, image_size=hu.preprocessing.image_size)
+    probe = build_probe({"image_size": probe_size})
+    probe_plan = SlicePlan(
+        windows=WINDOWS, window_mode="per-window", channels=1, image_size=probe.preprocessing.image_size
+    )
+    ids, rows = source.scan_ids(), {"hu": [], "image": []}
     with torch.inference_mode():
         for scan_id in ids:
-            instances = slice_instances(source.load(scan_id), plan)
-            feats = encoder.model(torch.from_numpy(instances.images)).numpy()
-            rows.append(np.concatenate([feats.mean(0), feats.max(0), feats.std(0)]))
-    return ids, np.stack(rows)
+            scan = source.load(scan_id)
+            feats = hu.model(torch.from_numpy(slice_instances(scan, hu_plan).images)).numpy()
+            rows["hu"].append(_pool(feats))
+            inst = slice_instances(scan, probe_plan)
+            feats = probe.model(torch.from_numpy(inst.images)).numpy()
+            rows["image"].append(
+                np.concatenate([_pool(feats[inst.window_id == w]) for w in range(len(WINDOWS))])
+            )
+    return ids, {name: np.stack(values) for name, values in rows.items()}
 
 
-def cv_auroc(x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: float) -> tuple[float, float]:
-    """Mean and std over folds of the test-fold AUROC of a logistic regression (binary ``y``)."""
+def cv_auroc(x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: float) -> float:
+    """Mean over folds of the test-fold AUROC of a logistic regression (binary ``y``)."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = []
     for train, test in splitter.split(x, y):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
         model.fit(x[train], y[train])
         scores.append(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1]))
-    return float(np.mean(scores)), float(np.std(scores))
+    return float(np.mean(scores))
 
 
 def cv_auroc_multiclass(x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: float) -> float:
+    """Mean over folds of the one-vs-rest macro AUROC of a multinomial logistic regression."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = []
     for train, test in splitter.split(x, y):
@@ -69,7 +95,8 @@ def cv_auroc_multiclass(x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: 
 
 
 def macro(x: np.ndarray, labels: np.ndarray, folds: int, seed: int, c: float) -> tuple[float, list[float]]:
-    per_label = [cv_auroc(x, labels[:, j].astype(int), folds, seed, c)[0] for j in range(labels.shape[1])]
+    """Macro AUROC over the label columns, and the per-label figures."""
+    per_label = [cv_auroc(x, labels[:, j].astype(int), folds, seed, c) for j in range(labels.shape[1])]
     return float(np.mean(per_label)), per_label
 
 
@@ -80,44 +107,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--shuffles", type=int, default=5, help="label-shuffle repeats")
-    parser.add_argument("--image-size", type=int, default=128, help="reference encoder input size")
+    parser.add_argument("--image-size", type=int, default=128, help="HU reference input size")
+    parser.add_argument("--probe-size", type=int, default=112, help="image probe input size")
     parser.add_argument("--C", type=float, default=0.05, help="inverse L2 strength of the regression")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
-    print(f"reference: HU histogram + first-order statistics per slice (image {args.image_size}px), "
-          f"patient pooling mean/max/std, logistic regression C={args.C}, {args.folds}-fold patient-level "
-          f"CV, {args.patients} patients, cohort seed {args.seed}, shuffled x{args.shuffles}\n")
-    header = ("| preset | lesion-location macro AUROC | shuffled labels | weakest label | lung-disease macro "
-              "| staging (ovr macro) | label prevalence | render+embed s |")
-    lines = [header, "|" + "---|" * 8]
+    print(
+        f"references: hu = HU histogram + first-order statistics per slice ({args.image_size} px); image = "
+        f"blob/edge filter probe of the windowed slices ({', '.join(WINDOWS)}; {args.probe_size} px, 4x4 "
+        f"grid). Patient pooling mean/max/std, logistic regression C={args.C}, {args.folds}-fold "
+        f"patient-level CV, {args.patients} patients, cohort seed {args.seed}, shuffled x{args.shuffles}\n"
+    )
+    header = (
+        "| preset | reference | lesion-location macro AUROC | shuffled labels | weakest label | "
+        "lung-disease macro | staging (ovr macro) | label prevalence | render+embed s |"
+    )
+    lines = [header, "|" + "---|" * 9]
     details = []
     for preset in args.presets:
         start = time.perf_counter()
         source = SyntheticSource(CohortConfig(patients=args.patients, seed=args.seed, preset=preset))
-        ids, x = patient_features(source, args.image_size)
+        ids, features = patient_features(source, args.image_size, args.probe_size)
         elapsed = time.perf_counter() - start
         names, loc = source.task_labels("lesion-location")
         y_loc = np.stack([loc[i] for i in ids])
-        loc_macro, loc_per = macro(x, y_loc, args.folds, 0, args.C)
-        rng = np.random.default_rng(12345)
-        shuffled = [macro(x, y_loc[rng.permutation(len(ids))], args.folds, s + 1, args.C)[0]
-                    for s in range(args.shuffles)]
         _, lung = source.task_labels("lung-disease")
-        lung_macro, _ = macro(x, np.stack([lung[i] for i in ids]), args.folds, 0, args.C)
+        y_lung = np.stack([lung[i] for i in ids])
         _, stage = source.task_labels("staging")
-        stage_auc = cv_auroc_multiclass(x, np.array([stage[i][0] for i in ids]), args.folds, 0, args.C)
+        y_stage = np.array([stage[i][0] for i in ids])
         prevalence = y_loc.mean(0)
-        weakest = int(np.argmin(loc_per))
-        lines.append(
-            f"| {preset} | {loc_macro:.3f} | {np.mean(shuffled):.3f} +- {np.std(shuffled):.3f} | "
-            f"{names[weakest]} {loc_per[weakest]:.2f} | {lung_macro:.3f} | {stage_auc:.3f} | "
-            f"{prevalence.min():.2f}-{prevalence.max():.2f} | {elapsed:.0f} |"
-        )
-        details.append(f"{preset}: " + ", ".join(f"{n} {a:.2f}" for n, a in zip(names, loc_per, strict=True)))
-        print(lines[-1], file=sys.stderr, flush=True)
+        for ref, x in features.items():
+            loc_macro, loc_per = macro(x, y_loc, args.folds, 0, args.C)
+            rng = np.random.default_rng(12345)
+            shuffled = [
+                macro(x, y_loc[rng.permutation(len(ids))], args.folds, s + 1, args.C)[0]
+                for s in range(args.shuffles)
+            ]
+            lung_macro, _ = macro(x, y_lung, args.folds, 0, args.C)
+            stage_auc = cv_auroc_multiclass(x, y_stage, args.folds, 0, args.C)
+            weakest = int(np.argmin(loc_per))
+            lines.append(
+                f"| {preset} | {ref} | {loc_macro:.3f} | {np.mean(shuffled):.3f} +- {np.std(shuffled):.3f} | "
+                f"{names[weakest]} {loc_per[weakest]:.2f} | {lung_macro:.3f} | {stage_auc:.3f} | "
+                f"{prevalence.min():.2f}-{prevalence.max():.2f} | {elapsed:.0f} |"
+            )
+            details.append(
+                f"{preset} {ref}: " + ", ".join(f"{n} {a:.2f}" for n, a in zip(names, loc_per, strict=True))
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
     print("\nper-label lesion-location AUROC:")
     print("\n".join(details))

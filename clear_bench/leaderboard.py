@@ -125,8 +125,8 @@ def ranked(rows: Sequence[Row], metric: str = "auroc") -> list[Row]:
     return sorted(rows, key=lambda r: (math.isnan(_value(r.summary, metric)), -_value(r.summary, metric)))
 
 
-def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
-    """The markdown of one task's leaderboard."""
+def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provenance: str = "") -> str:
+    """The markdown of one task's leaderboard (``provenance``: a sentence naming commit and packages)."""
     fingerprint = board.split_fingerprint()
     rows = ranked(board.rows, board.metric)
     by_kind: dict[tuple[str, str], list[PairedComparison]] = {}
@@ -149,6 +149,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str) -> str:
         f"{_count(len(board.label_names), 'class' if board.label_type == 'multiclass' else 'label')}; "
         f"{board.n_scans} scans, {board.n_folds}-fold{repeats} {board.level} cross-validation "
         f"(split fingerprint `{fingerprint}`).",
+        *([provenance] if provenance else []),
         "",
         f"Values are mean ± std over folds [{level:.0%} {unit}-level bootstrap CI, {n_boot} resamples]"
         + (", and the standard deviation of the repeats' means" if board.repeats > 1 else "") + ". "
@@ -233,7 +234,7 @@ def _num(value: float) -> str:
 
 
 def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version: str,
-                         left_out: Sequence[str] = ()) -> str:
+                         left_out: Sequence[str] = (), provenance: str = "") -> str:
     """Mean macro AUROC and mean rank of every (encoder, aggregator) across tasks."""
     per_row: dict[str, dict[str, float]] = {}
     ranks: dict[str, list[int]] = {}
@@ -255,6 +256,7 @@ def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version
         "",
         f"Benchmark `{benchmark}`, clear-bench {version}. Macro AUROC per task (mean over folds) and the "
         "mean rank across tasks; each task's own board has the confidence intervals and paired tests.",
+        *([provenance] if provenance else []),
         "",
         "| encoder | aggregator | mean rank | mean macro AUROC | " + " | ".join(tasks) + " |",
         "|---|---|---:|---|" + "---|" * len(tasks),

@@ -15,9 +15,12 @@ Layout of a run folder (``load_results`` reads it back)::
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import math
+import platform
+import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +38,43 @@ from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
 
 RESULTS_FORMAT = 1
+PROVENANCE_PACKAGES = ("torch", "timm", "numpy", "scipy", "scikit-learn", "pandas", "h5py")
+"""Third-party packages whose versions a board states (with every clear_bench plugin distribution)."""
+
+
+def provenance() -> dict[str, Any]:
+    """Where results come from: the git commit of the clear-bench checkout (``dirty`` when tracked files
+    differ from it; ``unknown`` outside a checkout), Python, and the versions of the core, of every
+    distribution offering ``clear_bench`` plugins and of :data:`PROVENANCE_PACKAGES`."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    packages = {"clear-bench": __version__}
+    for entry_point in importlib.metadata.entry_points(group="clear_bench"):
+        if entry_point.dist is not None:
+            packages[entry_point.dist.name] = entry_point.dist.version
+    for name in PROVENANCE_PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"commit": commit or "unknown", "dirty": dirty, "python": platform.python_version(),
+            "packages": dict(sorted(packages.items()))}
+
+
+def provenance_line(info: dict[str, Any]) -> str:
+    """One markdown sentence of :func:`provenance` for the boards."""
+    commit = f"commit `{info['commit'][:12]}`" + (" with uncommitted changes" if info["dirty"] else "")
+    packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items())
+    return f"Produced from {commit}; Python {info['python']}, {packages}."
 
 
 def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path,
@@ -45,6 +85,8 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
         write_task_results(result)
     boards = [result.board for result in results]
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
+    origin = provenance()
+    line = provenance_line(origin)
     written = []
     for result in results:  # every artefact is made once, then placed in each leaderboard folder
         board = result.board
@@ -57,18 +99,21 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
                                       title=f"{board.task}: reliability")
             files[png.name] = png.read_bytes()
             board.files["reliability diagram"] = png.name
-        files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=__version__).encode()
+        files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=__version__,
+                                                   provenance=line).encode()
         for folder in folders:
             for name, data in files.items():
                 if not (folder == folders[0] and name.endswith(".png")):
                     atomic_write_bytes(folder / name, data)
             written.append(folder / f"{stem}.md")
     if boards:
-        overall = render_overall_board(boards, benchmark=benchmark, version=__version__, left_out=left_out)
+        overall = render_overall_board(boards, benchmark=benchmark, version=__version__, left_out=left_out,
+                                       provenance=line)
         for folder in folders:
             written.append(atomic_write_text(folder / "overall.md", overall))
     if manifest is not None:
         body = {"benchmark": benchmark, "clear_bench_version": __version__, "results_format": RESULTS_FORMAT,
+                "provenance": origin,
                 **manifest, "tasks_evaluated": [r.board.task for r in results]}
         atomic_write_text(run_dir / "run.json", json.dumps(_finite(body), indent=1, sort_keys=True))
     return sorted(set(written))

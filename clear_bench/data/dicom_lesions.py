@@ -109,6 +109,9 @@ def lesion_boxes(annotations: Sequence[Annotation], series: SeriesInfo, folder_s
         refs = references(annotation)
         how = annotates(refs, series, folder_series)
         if how is None:
+            if not any(annotates(refs, other, folder_series) for other in folder_series):
+                scan.notes.append(f"{annotation.kind.value.upper()} {annotation.path.name} matches no CT "
+                                  "series of its folder (neither by UID nor by frame of reference); ignored")
             continue
         if annotation.kind is Kind.RTSTRUCT:
             found = rtstruct_boxes(annotation.path, scan, names, label)

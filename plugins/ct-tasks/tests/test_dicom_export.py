@@ -328,6 +328,12 @@ def test_an_rtstruct_without_series_references_is_matched_by_geometry(registry, 
     scan = registry.source("folder").build({"root": str(root), "lesion_names": ["GTV*"]}).load("pat_1")
     assert _boxes(scan) == _expected(GTV, "GTV-1")
     assert any("matched by geometry" in note for note in scan.notes)
+    ds.FrameOfReferenceUID = ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.3.999"
+    ds.save_as(path)  # another frame of reference: nothing ties it to this CT
+    scan = registry.source("folder").build({"root": str(root), "lesion_names": ["GTV*"]}).load("pat_1")
+    assert scan.lesions == []
+    assert "RTSTRUCT 1-1.dcm matches no CT series of its folder (neither by UID nor by frame of " \
+           "reference); ignored" in scan.notes
 
 
 def test_several_ct_series_follow_the_series_policy(registry, tmp_path):

@@ -60,24 +60,28 @@ class PaddedBags:
     slice_index: torch.Tensor
     window_id: torch.Tensor
     lengths: torch.Tensor
-    _sums: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @torch.no_grad()
-    def instance_sums(self, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per bag, the float64 sum and sum of squares of its real instances (``[B, D]`` each), computed
-        once: the statistics of any set of bags are then sums of rows."""
+    def instance_sums(self, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per bag, the sum and sum of squares of its real instances minus ``shift`` (``[B, D]`` each,
+        float64), and ``shift [D]``; computed once, so the statistics of any set of bags are sums of rows.
+        The shift (the first bag's mean) keeps float32 sums of squares free of cancellation; padding
+        holding anything (even NaN) does not count."""
         if self._sums is None:
             sums = torch.zeros(len(self), self.dim, dtype=torch.float64, device=self.x.device)
             squares = torch.zeros_like(sums)
+            first = self.x[0, :max(int(self.lengths[0]), 1)]
+            shift = torch.where(torch.isfinite(first), first, 0.0).mean(0)
             for start in range(0, len(self), chunk):
-                mask = self.mask[start:start + chunk]
-                x = self.x[start:start + chunk].masked_fill(~mask.unsqueeze(-1), 0.0).double()
-                sums[start:start + chunk] = x.sum(1)
-                squares[start:start + chunk] = (x * x).sum(1)
-            self._sums = (sums, squares)
+                mask = self.mask[start:start + chunk].unsqueeze(-1)
+                x = torch.where(mask, self.x[start:start + chunk] - shift, 0.0)
+                sums[start:start + chunk] = x.sum(1).double()
+                squares[start:start + chunk] = (x * x).sum(1).double()
+            self._sums = (sums, squares, shift)
         return self._sums
 
     @property

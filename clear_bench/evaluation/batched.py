@@ -33,8 +33,11 @@ from clear_bench.evaluation.ensemble import (
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.training import Standardized, TrainedFold, instance_moments, parameter_digest
 
-BATCH_BYTES = 1 << 30
-"""Members per stack are chosen so that one training batch of all of them stays under this many bytes."""
+STACK_BYTES = {"cpu": 32 << 20, "cuda": 1 << 30}
+"""Members per stack are chosen so that one training batch of all of them (inputs and activations) stays
+under this many bytes. On a CPU a head's step on default-board bags is already compute-bound, and a
+stack whose activations leave the caches is slower per member than a small one
+(``benchmarks/perf/crossval.py``); on a GPU a small head's step is launch-bound and wide stacks pay."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,13 @@ class Member:
 
 
 def members_per_stack(bags: PaddedBags, config: TrainConfig, hidden: int = 512,
-                      budget: int = BATCH_BYTES) -> int:
+                      budget: int | None = None) -> int:
     """How many members one stack holds: a batch's inputs and activations (about ``hidden`` floats per
-    instance) of every member within ``budget`` bytes."""
+    instance) of every member within ``budget`` bytes (default: :data:`STACK_BYTES` of the device)."""
+    if budget is None:
+        budget = STACK_BYTES.get(torch.device(config.device).type, STACK_BYTES["cpu"])
     width = bags.x.shape[1] if config.max_instances is None else min(bags.x.shape[1], config.max_instances)
-    per_member = config.batch_size * 2 * width * (bags.dim + hidden) * 4
+    per_member = config.batch_size * width * (bags.dim + hidden) * 4
     return max(1, budget // max(per_member, 1))
 
 

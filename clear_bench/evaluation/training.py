@@ -138,8 +138,11 @@ class Standardized(nn.Module):
         self.register_buffer("std", std)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):  # -> AggregatorOutput
-        # where(), not a product: padding may hold anything, and inf * 0 is NaN.
-        return self.head(torch.where(mask.unsqueeze(-1), (x - self.mean) / self.std, 0.0), mask)
+        # x / std - mean / std in one fused pass; masked_fill, not a product: padding may hold anything,
+        # and inf * 0 is NaN.
+        scale = 1.0 / self.std
+        standardized = torch.addcmul(-self.mean * scale, x, scale).masked_fill_(~mask.unsqueeze(-1), 0.0)
+        return self.head(standardized, mask)
 
 
 @torch.no_grad()
@@ -147,11 +150,12 @@ def instance_moments(bags: PaddedBags, rows: torch.Tensor) -> tuple[torch.Tensor
     """Mean and standard deviation of every dimension over the real instances of ``rows`` (from the bags'
     per-bag sums, see :meth:`PaddedBags.instance_sums`); a dimension constant in training gets an
     infinite std (it is standardised to 0)."""
-    sums, squares = bags.instance_sums()
+    sums, squares, shift = bags.instance_sums()
     index = rows.to(sums.device)
     count = max(int(bags.lengths[rows.cpu()].sum()), 1)
-    mean = sums[index].sum(0) / count
-    std = (squares[index].sum(0) / count - mean * mean).clamp(min=0).sqrt()
+    centred = sums[index].sum(0) / count
+    std = (squares[index].sum(0) / count - centred * centred).clamp(min=0).sqrt()
+    mean = centred + shift.double()
     # A dimension constant over the training instances carries nothing the head can learn; scaling it by
     # a clamped tiny std would blow test-time deviations up to ~1e4. An infinite std maps it to 0 instead.
     std = torch.where(std > 1e-6 * (1.0 + mean.abs()), std, torch.full_like(std, math.inf))

@@ -59,5 +59,5 @@ class ScanFailure:
     file: str | None = None
 
     def __str__(self) -> str:
-        where = f" ({self.file})" if self.file else ""
+        where = f" ({self.file})" if self.file and self.file not in self.error else ""
         return f"{self.scan_id}{where}: {self.error}"

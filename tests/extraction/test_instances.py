@@ -65,3 +65,6 @@ def test_reading_and_extraction_share_one_scan_failure_record():
     assert extraction.ScanFailure is readers.ScanFailure is scan.ScanFailure
     assert str(scan.ScanFailure("a", "boom", "/data/a.nii.gz")) == "a (/data/a.nii.gz): boom"
     assert str(scan.ScanFailure("b", "boom")) == "b: boom"
+    # An error that names its file already is not followed by the file a second time.
+    named = scan.ScanFailure("c", "/data/c.nii.gz: truncated", "/data/c.nii.gz")
+    assert str(named) == "c: /data/c.nii.gz: truncated"

@@ -219,9 +219,10 @@ class AggregatorSpec:
     options: Options = field(default_factory=dict)
     ensemble: bool = False
     """The module's ``forward`` also takes leading member dimensions (``x [E, B, N, D]``,
-    ``mask [E, B, N]``: index dimensions from the end) and its weights live in ``nn.Linear`` /
-    ``nn.LayerNorm`` layers or plain parameters: many copies then train as one stacked module
-    (:mod:`clear_bench.evaluation.ensemble`). Otherwise each fold trains on its own."""
+    ``mask [E, B, N]``: index dimensions from the end), it masks padding itself (padded rows of ``x``
+    may hold any value), and its weights live in ``nn.Linear`` / ``nn.LayerNorm`` layers or plain
+    parameters: many copies then train as one stacked module (:mod:`clear_bench.evaluation.ensemble`).
+    Otherwise each fold trains on its own."""
 
 
 RESUME_IF_PRESENT = "if-present"

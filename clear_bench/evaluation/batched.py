@@ -193,7 +193,8 @@ def _class_weights(label_type: str, train_targets: torch.Tensor, n_outputs: int)
 
 
 class StandardizedInputs:
-    """The members' standardised minibatches, ``x [E, b, N, D]`` (zero on padding) with ``mask``.
+    """The members' standardised minibatches, ``x [E, b, N, D]`` with ``mask``. Padding is left as it
+    comes out of the standardisation (stackable heads mask it themselves, as every head must).
 
     Members with the same training rows share their statistics (a fold's label permutations, say).
     When one standardised copy of the bags per distinct training set fits in
@@ -214,11 +215,9 @@ class StandardizedInputs:
         self.scale = torch.stack([1.0 / distinct[g][1] for g in range(len(groups))]).to(device)  # 1/inf = 0
         self.copies: torch.Tensor | None = None
         if len(groups) * bags.x.numel() * bags.x.element_size() <= STANDARDIZED_BYTES:
-            padding = ~bags.mask.unsqueeze(-1)
             self.copies = torch.empty((len(groups), *bags.x.shape), dtype=bags.x.dtype, device=device)
             for g, copy in enumerate(self.copies):
                 torch.addcmul(-self.mean[g] * self.scale[g], bags.x, self.scale[g], out=copy)
-                copy.masked_fill_(padding, 0.0)
 
     def select(self, keep: Sequence[int]) -> None:
         """Keep the members ``keep`` only (in that order)."""
@@ -254,7 +253,7 @@ class StandardizedInputs:
         x = bags.x[index, instances]
         # (x - mean) / std as one fused pass: x * (1 / std) - mean / std
         scale, mean = self.scale[group][:, None, None, :], self.mean[group][:, None, None, :]
-        x = torch.addcmul(-mean * scale, x, scale).masked_fill_(~mask.unsqueeze(-1), 0.0)
+        x = torch.addcmul(-mean * scale, x, scale)
         return x, mask, rows, counts
 
 

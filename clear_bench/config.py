@@ -83,6 +83,7 @@ class CrossValConfig:
     bootstrap: int
     comparison_resamples: int
     permutations: int
+    permutation_heads: list[str] | None
     repeats: int
     require_patients: bool
     threads: int
@@ -149,6 +150,8 @@ _SECTIONS: dict[str, dict[str, Option]] = {
                                                    "smallest p they can show is 2 / (N + 1))"),
         "permutations": Option(int, 20, "patient-level label permutations through the same folds: the "
                                         "permutation null of every row (0: none)"),
+        "permutation_heads": Option((list, type(None)), None, "the heads (aggregator ids) whose rows get the "
+                                                              "permutation null (default: every head)"),
         "repeats": Option(int, 1, "repeats of the K-fold split with distinct seeds (R x K folds)"),
         "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
                                                 "instead of evaluating it scan-level"),

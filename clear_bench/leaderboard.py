@@ -70,6 +70,8 @@ class TaskBoard:
     """``patient-level`` when every scan names its patient, else ``scan-level``."""
     repeats: int = 1
     permutations: int = 0
+    null_heads: list[str] = field(default_factory=list)
+    """The heads whose rows carry the permutation null, when not every head's do."""
     pairs: list[PairedComparison] = field(default_factory=list)
     """The all-pairs matrix (exploratory, Holm over the matrix), written beside the board."""
     files: dict[str, str] = field(default_factory=dict)
@@ -158,8 +160,8 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
         + (f" (≤: at the resolution of {2 / resamples - 1:.0f} resamples)"
            if not math.isnan(resamples) else "")
         + "."
-        + (f" The permutation null retrains every row on {board.permutations} {unit}-level label "
-           "permutations through the same folds." if board.permutations else ""),
+        + (f" The permutation null retrains {_null_rows(board)} on {board.permutations} {unit}-level "
+           "label permutations through the same folds." if board.permutations else ""),
         "",
     ]
     header = ["rank", "encoder", "aggregator", "macro AUROC", *(["repeat sd"] if spread else []), secondary,
@@ -215,6 +217,12 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
                   "These scans failed for at least one encoder, so every row leaves them out:", "",
                   *[f"- {item}" for item in board.excluded]]
     return "\n".join(lines) + "\n"
+
+
+def _null_rows(board: TaskBoard) -> str:
+    if not board.null_heads:
+        return "every row"
+    return "the rows of " + ", ".join(f"`{head}`" for head in board.null_heads)
 
 
 def _count(n: int, noun: str) -> str:

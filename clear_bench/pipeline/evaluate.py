@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from clear_bench.config import CrossValConfig
-from clear_bench.errors import DataError
+from clear_bench.errors import DataError, UserError
 from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary, summarize
 from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs, paired_draws
@@ -85,6 +85,8 @@ class EvaluationProtocol:
     train: TrainConfig
     comparison_resamples: int = 30000
     permutations: int = 20
+    permutation_heads: tuple[str, ...] | None = None
+    """Heads whose rows get the permutation null (``None``: every head)."""
     repeats: int = 1
     require_patients: bool = False
     threads: int = 1
@@ -94,8 +96,9 @@ class EvaluationProtocol:
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
         """The protocol a benchmark YAML's ``crossval`` section declares."""
+        heads = tuple(section.permutation_heads) if section.permutation_heads is not None else None
         return cls(section.folds, section.seed, section.val_fraction, section.bootstrap,
-                   section.train_config(device), section.comparison_resamples, section.permutations,
+                   section.train_config(device), section.comparison_resamples, section.permutations, heads,
                    section.repeats, section.require_patients, section.threads, section.workers)
 
     def split_seed(self, repeat: int) -> int:
@@ -148,31 +151,34 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
     metrics = [m for m in metrics if inputs.label_type in m.label_types]
     permuted = [permute_labels(labels, patient_of, seed=protocol.seed + 1000 + index)
                 for index in range(protocol.permutations)]
-    runs = [CrossValRun(labels, split) for split in splits]
-    runs += [CrossValRun(null, splits[0], f"permutation-{index}") for index, null in enumerate(permuted)]
+    real = [CrossValRun(labels, split) for split in splits]
+    nulls = [CrossValRun(null, splits[0], f"permutation-{index}") for index, null in enumerate(permuted)]
+    null_heads = _null_heads(protocol, heads)
     cells: list[Cell] = []
     with _cpu_threads(protocol.threads if protocol.train.device == "cpu" else None):
         for group in _memory_groups(encoders, ids):
             padded = {source.label: pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
                       for source, bags, _ in group}
-            rows = [partial(run_crossvals, padded[source.label], runs, inputs.label_type, inputs.label_names,
-                            head.spec, head.ref.options, protocol.train, bagset_fingerprint=bagset,
-                            results_dir=task_dir / "folds")
+            rows = [partial(run_crossvals, padded[source.label],
+                            real + (nulls if head.ref.id in null_heads else []), inputs.label_type,
+                            inputs.label_names, head.spec, head.ref.options, protocol.train,
+                            bagset_fingerprint=bagset, results_dir=task_dir / "folds")
                     for source, _, bagset in group for head in heads]
-            # The rows are independent: forked workers fill the fold cache (largest bags first), then
-            # the loop below reads every fold back in order.
-            largest_first = sorted(rows, key=lambda row: -row.args[0].x.numel())
+            # The rows are independent: forked workers fill the fold cache (largest first: bag size x
+            # cross-validations), then the loop below reads every fold back in order.
+            largest_first = sorted(rows, key=lambda row: -row.args[0].x.numel() * len(row.args[1]))
             run_in_workers(largest_first, worker_count(protocol.workers, len(rows)))
             labelled = [(source, head) for source, _, _ in group for head in heads]
             for (source, head), cross_validate in zip(labelled, rows, strict=True):
                 log.info("cross-validating %s + %s on %s", source.label, head.ref.id, inputs.task_id)
                 computed = cross_validate()
-                results, nulls = computed[:len(splits)], computed[len(splits):]
+                results, null_results = computed[:len(splits)], computed[len(splits):]
                 summary = summarize(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
                 null = None
-                if nulls:
+                if null_results:
                     point = summarize(results[0], n_boot=1, seed=0, metrics=metrics)
-                    null = permutation_null(nulls, point.get(inputs.metric).mean, inputs.metric, metrics)
+                    null = permutation_null(null_results, point.get(inputs.metric).mean, inputs.metric,
+                                            metrics)
                 cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
             del padded, group, rows
     runs = {cell.row.name: cell.results for cell in cells}
@@ -185,7 +191,8 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
     board = TaskBoard(inputs.task_id, inputs.label_type, inputs.label_names, len(ids), protocol.folds,
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,
                       extra_metrics=extra, level=level, repeats=protocol.repeats,
-                      permutations=protocol.permutations, pairs=matrix)
+                      permutations=protocol.permutations, pairs=matrix,
+                      null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads))
     return TaskResult(board, cells, task_dir)
 
 
@@ -218,6 +225,18 @@ def permutation_null(nulls: Sequence[CrossValResult], observed: float, metric: s
     low, high = np.percentile(finite, [2.5, 97.5])
     p = (1 + int(np.sum(finite >= observed))) / (len(finite) + 1)
     return NullSummary(len(nulls), float(finite.mean()), float(low), float(high), p, values)
+
+
+def _null_heads(protocol: EvaluationProtocol, heads: Sequence[PlannedHead]) -> set[str]:
+    """The ids of the heads whose rows get the permutation null."""
+    ids = [head.ref.id for head in heads]
+    if protocol.permutation_heads is None:
+        return set(ids)
+    unknown = sorted(set(protocol.permutation_heads) - set(ids))
+    if unknown:
+        raise UserError(f"crossval.permutation_heads: {', '.join(unknown)} is not a head of this benchmark "
+                        f"(heads: {', '.join(ids)})")
+    return set(protocol.permutation_heads)
 
 
 def _memory_groups(encoders: Sequence[BagSource], ids: Sequence[str]

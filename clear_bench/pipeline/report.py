@@ -136,7 +136,7 @@ def write_task_results(result: TaskResult) -> None:
     atomic_write_text(folder / "cells.json", json.dumps(_finite({
         "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
-        "repeats": board.repeats, "permutations": board.permutations,
+        "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
     comparisons = [asdict(c) for c in board.comparisons]

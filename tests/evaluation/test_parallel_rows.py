@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from clear_bench.builtin import clear_bench_aggregators, clear_bench_metrics
 from clear_bench.config import ComponentRef
+from clear_bench.errors import UserError
 from clear_bench.evaluation.bags import Bag
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.evaluation.settings import TrainConfig
@@ -36,7 +38,7 @@ class MemoryBags:
         return {i: self.bags[i] for i in scan_ids}, f"memory-{self.label}"
 
 
-def board(tmp_path: Path, workers: int) -> tuple[str, list]:
+def board(tmp_path: Path, workers: int, null_heads: tuple[str, ...] | None = None) -> tuple[str, list]:
     signal, labels = planted_bags(30, 12, 6, n_labels=2, n_signal=3, amplitude=3.0, seed=1)
     noise, _ = planted_bags(30, 12, 4, n_labels=2, amplitude=0.0, seed=2)
     encoders = [MemoryBags("floor", noise, EncoderRole("floor", reference=True)),
@@ -46,7 +48,8 @@ def board(tmp_path: Path, workers: int) -> tuple[str, list]:
                                    ("mean-pool", {"hidden_dim": 8}))]
     protocol = EvaluationProtocol(folds=3, seed=0, val_fraction=0.2, bootstrap=50,
                                   train=TrainConfig(epochs=3, lr=1e-2, batch_size=8, patience=3),
-                                  comparison_resamples=500, permutations=2, repeats=2, workers=workers)
+                                  comparison_resamples=500, permutations=2, repeats=2, workers=workers,
+                                  permutation_heads=null_heads)
     inputs = TaskInputs("task", "multilabel", ["a", "b"], labels)
     result = evaluate_task(inputs, encoders, heads, protocol, clear_bench_metrics(), tmp_path)
     return render_task_board(result.board, benchmark="t", version="0"), result.cells
@@ -62,3 +65,13 @@ def test_rows_in_worker_processes_give_the_serial_board(tmp_path: Path) -> None:
         for run_a, run_b in zip(a.results, b.results, strict=True):
             for fold_a, fold_b in zip(run_a.folds, run_b.folds, strict=True):
                 np.testing.assert_array_equal(fold_a.test_probs, fold_b.test_probs)
+
+
+def test_the_permutation_null_can_be_limited_to_some_heads(tmp_path: Path) -> None:
+    text, cells = board(tmp_path, workers=1, null_heads=("abmil",))
+    assert {cell.row.aggregator: cell.row.null is not None for cell in cells} == {"abmil": True,
+                                                                                 "mean-pool": False}
+    assert "The permutation null retrains the rows of `abmil` on 2" in text
+    assert len(list((tmp_path / "folds").glob("*.npz"))) == 2 * (2 + 2) * 3 + 2 * 2 * 3
+    with pytest.raises(UserError, match="permutation_heads: pma is not a head"):
+        board(tmp_path, workers=1, null_heads=("pma",))

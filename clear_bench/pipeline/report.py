@@ -42,10 +42,11 @@ PROVENANCE_PACKAGES = ("torch", "timm", "numpy", "scipy", "scikit-learn", "panda
 """Third-party packages whose versions a board states (with every clear_bench plugin distribution)."""
 
 
-def provenance() -> dict[str, Any]:
+def provenance(outputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Where results come from: the git commit of the clear-bench checkout (``dirty`` when tracked files
-    differ from it; ``unknown`` outside a checkout), Python, and the versions of the core, of every
-    distribution offering ``clear_bench`` plugins and of :data:`PROVENANCE_PACKAGES`."""
+    differ from it, leaving out the folders ``outputs`` a run writes its boards to; ``unknown`` outside a
+    checkout), Python, and the versions of the core, of every distribution offering ``clear_bench``
+    plugins and of :data:`PROVENANCE_PACKAGES`."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -56,7 +57,11 @@ def provenance() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    top = Path(git("rev-parse", "--show-toplevel") or here)
+    excluded = [f":(exclude){folder.resolve()}" for folder in map(Path, outputs)
+                if folder.resolve().is_relative_to(top)]
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", str(top), *excluded)) \
+        if commit else False
     packages = {"clear-bench": __version__}
     for entry_point in importlib.metadata.entry_points(group="clear_bench"):
         if entry_point.dist is not None:
@@ -85,7 +90,7 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
         write_task_results(result)
     boards = [result.board for result in results]
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
-    origin = provenance()
+    origin = provenance(folders)
     line = provenance_line(origin)
     written = []
     for result in results:  # every artefact is made once, then placed in each leaderboard folder

@@ -233,7 +233,7 @@ def row_runs(labels, splits, repeats: int = 3, permutations: int = 20) -> list[C
     return runs
 
 
-def members(padded: PaddedBags, label_type: str, runs: list[CrossValRun]) -> list[Member]:
+def members(padded: PaddedBags, runs: list[CrossValRun]) -> list[Member]:
     out = []
     for run in runs:
         rows = [np.asarray(run.labels[i], dtype=np.float32).reshape(-1) for i in padded.ids]
@@ -248,7 +248,7 @@ def batched_vs_sequential(padded, labels, label_type, runs, config, hidden,
     """Seconds of the members one at a time over seconds of them as stacks (both the same results), on
     the first ``limit`` members of ``runs``."""
     width = len(next(iter(labels.values())))
-    group = members(padded, label_type, runs)[:limit]
+    group = members(padded, runs)[:limit]
 
     def build():
         return SPECS["abmil"].build(padded.dim, width, {"hidden_dim": hidden, "attention_dim": hidden // 2})

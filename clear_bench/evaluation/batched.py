@@ -31,7 +31,13 @@ from clear_bench.evaluation.ensemble import (
     stack_heads,
 )
 from clear_bench.evaluation.settings import TrainConfig
-from clear_bench.evaluation.training import Standardized, TrainedFold, instance_moments, parameter_digest
+from clear_bench.evaluation.training import (
+    Standardized,
+    TrainedFold,
+    class_weights,
+    instance_moments,
+    parameter_digest,
+)
 
 STACK_BYTES = {"cpu": 32 << 20, "cuda": 1 << 30}
 """Members per stack are chosen so that one training batch of all of them (inputs and activations) stays
@@ -92,7 +98,7 @@ def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: Pa
     moments = _moments(bags, members, config)
     inputs = StandardizedInputs(bags, members, moments)
     targets = torch.stack([m.targets for m in members]).to(device)
-    weights = torch.stack([_class_weights(label_type, m.targets[m.train_rows], n_outputs)
+    weights = torch.stack([class_weights(label_type, m.targets[m.train_rows], n_outputs)
                            for m in members]).to(device)
     optimizer = MemberAdamW(list(stacked.parameters()), len(members), config.lr, config.weight_decay)
 
@@ -125,20 +131,21 @@ def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: Pa
         val = _validation_losses(stacked, inputs, members, alive, targets, weights, label_type,
                                  config.batch_size * 2, streams)
         stopped = []
+        state = stacked.state_dict()  # views: each improving member copies out its own slice
         for position, index in enumerate(alive):
             seen = max(len(members[index].train_rows), 1)
             curves[index].append({"epoch": epoch, "train_loss": float(totals[position]) / seen,
                                   "val_loss": val[position]})
             if val[position] < best_loss[index]:
                 best_loss[index], best_epoch[index] = val[position], epoch
-                best_state[index] = member_state(stacked, position)
+                best_state[index] = member_state(state, position)
             elif epoch - best_epoch[index] >= config.patience:
                 stopped.append(position)
         if epoch == config.epochs:
             stopped = list(range(len(alive)))
         for position in stopped:
             if best_state[alive[position]] is None:
-                final_state[alive[position]] = member_state(stacked, position)
+                final_state[alive[position]] = member_state(state, position)
         if stopped:
             keep = [p for p in range(len(alive)) if p not in set(stopped)]
             if not keep:
@@ -178,18 +185,6 @@ def _moments(bags: PaddedBags, members: list[Member],
             cache[key] = (mean.cpu(), std.cpu())
         out.append(cache[key])
     return out
-
-
-def _class_weights(label_type: str, train_targets: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    """``pos_weight`` per label, or the class weights of multi-class (the rule of ``make_loss``)."""
-    if label_type == "multiclass":
-        counts = torch.bincount(train_targets.long(), minlength=n_outputs).float()
-        balanced = counts.sum() / (n_outputs * counts.clamp(min=1))
-        return torch.where(counts > 0, balanced, torch.ones_like(counts))
-    positives = train_targets.float().sum(dim=0)
-    negatives = train_targets.shape[0] - positives
-    return torch.where((positives > 0) & (negatives > 0), negatives / positives.clamp(min=1),
-                       torch.ones_like(positives))
 
 
 class StandardizedInputs:

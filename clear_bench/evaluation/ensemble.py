@@ -18,7 +18,7 @@ member's own rows: a member trained alone and the same member trained among othe
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -132,9 +132,11 @@ def stack_heads(heads: Sequence[nn.Module], streams: MemberStreams) -> nn.Module
     return stacked
 
 
-def member_state(stacked: nn.Module, member: int) -> dict[str, torch.Tensor]:
-    """Member ``member``'s weights, as the ``state_dict`` of a single head (copies)."""
-    return {key: value[member].detach().clone() for key, value in stacked.state_dict().items()}
+def member_state(stacked: nn.Module | Mapping[str, torch.Tensor], member: int) -> dict[str, torch.Tensor]:
+    """Member ``member``'s weights, as the ``state_dict`` of a single head (copies), from the stacked
+    module or from its ``state_dict``."""
+    state = stacked.state_dict() if isinstance(stacked, nn.Module) else stacked
+    return {key: value[member].detach().clone() for key, value in state.items()}
 
 
 def select_members(stacked: nn.Module, keep: Sequence[int]) -> None:

@@ -51,24 +51,28 @@ def parameter_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def make_loss(label_type: str, train_targets: torch.Tensor, n_outputs: int) -> nn.Module:
-    """The training-fold-balanced loss.
-
-    Binary / multi-label: ``BCEWithLogitsLoss`` with ``pos_weight = n_negative / n_positive`` per label
-    (1 where a label has no positive or no negative in the training fold). Multi-class:
-    ``CrossEntropyLoss`` with inverse-frequency class weights ``n / (C * n_c)`` (rare classes weigh more;
-    classes absent from the training fold get weight 1, they have no sample to weigh).
-    """
+def class_weights(label_type: str, train_targets: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """The training fold's class balance: ``pos_weight = n_negative / n_positive`` per label for binary /
+    multi-label (1 where a label has no positive or no negative), inverse-frequency weights
+    ``n / (C * n_c)`` per class for multi-class (rare classes weigh more; classes absent from the
+    training fold get weight 1, they have no sample to weigh)."""
     if label_type == "multiclass":
         counts = torch.bincount(train_targets.long(), minlength=n_outputs).float()
         balanced = counts.sum() / (n_outputs * counts.clamp(min=1))
-        weights = torch.where(counts > 0, balanced, torch.ones_like(counts))
-        return nn.CrossEntropyLoss(weight=weights)
-    positives = train_targets.sum(dim=0)
+        return torch.where(counts > 0, balanced, torch.ones_like(counts))
+    positives = train_targets.float().sum(dim=0)
     negatives = train_targets.shape[0] - positives
-    pos_weight = torch.where((positives > 0) & (negatives > 0), negatives / positives.clamp(min=1),
-                             torch.ones_like(positives))
-    return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    return torch.where((positives > 0) & (negatives > 0), negatives / positives.clamp(min=1),
+                       torch.ones_like(positives))
+
+
+def make_loss(label_type: str, train_targets: torch.Tensor, n_outputs: int) -> nn.Module:
+    """The training-fold-balanced loss (:func:`class_weights`): ``BCEWithLogitsLoss`` with
+    ``pos_weight`` for binary / multi-label, weighted ``CrossEntropyLoss`` for multi-class."""
+    weights = class_weights(label_type, train_targets, n_outputs)
+    if label_type == "multiclass":
+        return nn.CrossEntropyLoss(weight=weights)
+    return nn.BCEWithLogitsLoss(pos_weight=weights)
 
 
 def probabilities(label_type: str, logits: torch.Tensor) -> torch.Tensor:

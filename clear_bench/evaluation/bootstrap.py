@@ -75,6 +75,14 @@ class Summary:
             "metrics": [_finite(asdict(row)) for row in self.rows.values()], "notes": self.notes,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Summary:
+        """The summary :meth:`to_dict` wrote (undefined values, stored as null, come back as NaN)."""
+        rows = [MetricSummary(**_nan(row)) for row in data["metrics"]]
+        return cls(data["aggregator"], data["label_type"], list(data["label_names"]),
+                   data["split_fingerprint"], int(data["n_boot"]), float(data["level"]),
+                   {(row.metric, row.label): row for row in rows}, list(data["notes"]))
+
 
 def thresholds(result: CrossValResult) -> list[list[float]]:
     """Per fold, per label: the threshold maximising balanced accuracy on the fold's validation set."""
@@ -195,6 +203,17 @@ def _notes(result: CrossValResult, point: Mapping[str, np.ndarray]) -> list[str]
                     notes.append(f"fold {fold.fold}: '{label}' has a single class in the validation set; "
                                  "balanced accuracy uses threshold 0.5")
     return notes
+
+
+def _nan(row: Mapping) -> dict:
+    """The inverse of :func:`_finite`."""
+    def restore(v):
+        if v is None:
+            return math.nan
+        if isinstance(v, list):
+            return [restore(x) for x in v]
+        return v
+    return {k: restore(v) for k, v in row.items()}
 
 
 def _finite(row: dict) -> dict:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm, rankdata
@@ -69,6 +70,16 @@ class PairedComparison:
     p_floor: float = math.nan
     """The smallest p the resamples can show: a p at the floor means "at most this"."""
     delong: list[DeLongTest] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PairedComparison:
+        """The comparison ``dataclasses.asdict`` gave (JSON nulls come back as NaN)."""
+        def number(value: Any) -> Any:
+            return math.nan if value is None else value
+
+        values = {k: number(v) for k, v in data.items() if k != "delong"}
+        tests = [DeLongTest(**{k: number(v) for k, v in test.items()}) for test in data.get("delong", [])]
+        return cls(**values, delong=tests)
 
 
 def delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float, float, float]:

@@ -157,11 +157,53 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
     every missing fold of every run together (:mod:`~clear_bench.evaluation.batched`) when the head
     can be stacked (``aggregator.ensemble``), one fold at a time otherwise. One result per run, in order."""
     resolved = resolve_options(aggregator.options, options)
-    n_outputs = len(label_names) if label_type == "multiclass" else len(next(iter(runs[0].labels.values())))
     device = torch.device(config.device)
     bags = _on_device(bags, device)
+    results, pending = _stored_folds(runs, label_type, label_names, aggregator, resolved, config, bags.dim,
+                                     bagset_fingerprint, results_dir, code_version, folds)
+    if pending:
+        n_outputs = _outputs(runs, label_type, label_names)
+        targets = {id(run): _targets(bags.ids, run.labels, label_type, n_outputs).to(device) for run in runs}
+        trained = _train([(*slot, targets[id(run)]) for run, *slot in pending], bags, label_type, n_outputs,
+                         aggregator, resolved, config)
+        for (_, result, slot, splits, index, key, path), model in zip(pending, trained, strict=True):
+            fold_result = _predict_fold(bags, label_type, splits, index, key, model, config)
+            if path is not None:
+                save_fold(fold_result, path)
+            result.folds[slot] = fold_result
+            log.debug("fold %d: best epoch %d/%d", index, fold_result.best_epoch, len(fold_result.curve))
+    return results
+
+
+def stored_crossvals(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence[str],
+                     aggregator: AggregatorSpec, options: Mapping[str, Any] | None, config: TrainConfig, *,
+                     dim: int, bagset_fingerprint: str, results_dir: str | Path,
+                     code_version: str = "") -> list[CrossValResult] | None:
+    """What :func:`run_crossvals` would return when every fold of every run is already stored in
+    ``results_dir`` (without reading the bags: ``dim`` is their width); ``None`` when one is missing."""
+    resolved = resolve_options(aggregator.options, options)
+    results, pending = _stored_folds(runs, label_type, label_names, aggregator, resolved, config, dim,
+                                     bagset_fingerprint, results_dir, code_version, None, load=False)
+    if pending:
+        return None
+    for result in results:
+        result.folds = [load_fold(path) for path in result.folds]
+    return results
+
+
+def _outputs(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence[str]) -> int:
+    return len(label_names) if label_type == "multiclass" else len(next(iter(runs[0].labels.values())))
+
+
+def _stored_folds(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence[str],
+                  aggregator: AggregatorSpec, resolved: dict[str, Any], config: TrainConfig, dim: int,
+                  bagset_fingerprint: str, results_dir: str | Path | None, code_version: str,
+                  folds: Sequence[int] | None, *, load: bool = True) -> tuple[list[CrossValResult], list]:
+    """One result per run with its stored folds in place (``load=False``: their paths) and ``None`` in
+    the slots still to train, and the list of those slots ``(run, result, slot, splits, fold, key, path)``."""
+    n_outputs = _outputs(runs, label_type, label_names)
     with torch.random.fork_rng(devices=[]):  # building a probe model must not move the caller's RNG
-        code = stable_hash([code_version, head_code_digest(aggregator.build(bags.dim, n_outputs, resolved))])
+        code = stable_hash([code_version, head_code_digest(aggregator.build(dim, n_outputs, resolved))])
     results, pending = [], []
     for run in runs:
         patient_of = {i: run.splits.patient_of.get(i, i) for i in run.splits.scan_ids}
@@ -169,27 +211,18 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
         result = CrossValResult(list(label_names), label_type, used_labels, patient_of,
                                 run.splits.fingerprint, bagset_fingerprint, aggregator.name, resolved, config,
                                 control=run.control)
-        targets = _targets(bags.ids, run.labels, label_type, n_outputs).to(device)
         for index in range(len(run.splits.folds)) if folds is None else folds:
             key = fold_key(bagset_fingerprint, run.splits, index, run.labels, label_type, aggregator.name,
                            resolved, config, code)
             path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
             if path is not None and path.exists():
-                result.folds.append(load_fold(path))
+                result.folds.append(load_fold(path) if load else path)
                 log.debug("fold %d: reused %s", index, path.name)
             else:
                 result.folds.append(None)
-                pending.append((result, len(result.folds) - 1, run.splits, index, key, path, targets))
+                pending.append((run, result, len(result.folds) - 1, run.splits, index, key, path))
         results.append(result)
-    if pending:
-        trained = _train(pending, bags, label_type, n_outputs, aggregator, resolved, config)
-        for (result, slot, splits, index, key, path, _), model in zip(pending, trained, strict=True):
-            fold_result = _predict_fold(bags, label_type, splits, index, key, model, config)
-            if path is not None:
-                save_fold(fold_result, path)
-            result.folds[slot] = fold_result
-            log.debug("fold %d: best epoch %d/%d", index, fold_result.best_epoch, len(fold_result.curve))
-    return results
+    return results, pending
 
 
 def _train(pending: list, bags: PaddedBags, label_type: str, n_outputs: int, aggregator: AggregatorSpec,

@@ -128,11 +128,18 @@ def extract(
     ids = list(scan_ids)
     if len(set(ids)) != len(ids):
         raise ConfigError("scan ids passed to extraction are not unique")
-    jobs = [Job(pos, scan_id) for pos, scan_id in enumerate(ids[rank::world])]
     report = ExtractionReport(encoder=encoder.label, precision=resolved, device=str(dev), rank=rank,
                               world_size=world)
     started = time.perf_counter()
+    mine = ids[rank::world]
+    if not force:  # served entries need no model, no workers and no scan reading
+        keys = {scan_id: _valid_key(cache, encoder, source, plan, scan_id) for scan_id in mine}
+        report.keys.update({scan_id: key for scan_id, key in keys.items() if key})
+        report.cached.extend(scan_id for scan_id, key in keys.items() if key)
+        mine = [scan_id for scan_id, key in keys.items() if not key]
+    jobs = [Job(pos, scan_id) for pos, scan_id in enumerate(mine)]
     if not jobs:
+        report.seconds = time.perf_counter() - started
         return report
 
     model = encoder.model.eval().to(dev)
@@ -210,6 +217,29 @@ def extract(
             bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+_VERIFIED: dict[Path, tuple[int, int, int]] = {}
+"""Entries this process has verified, with (inode, size, mtime) then: a rewritten file is checked again."""
+
+
+def _valid_key(cache: EmbeddingCache, encoder: Encoder, source: ScanSource, plan: SlicePlan,
+               scan_id: str) -> str | None:
+    """The key of the valid cache entry of ``scan_id``, or ``None`` (missing, corrupt, unreadable id: the
+    worker that embeds it reports why)."""
+    try:
+        key = cache.key(encoder_description(encoder), plan, scan_id, source.fingerprint(scan_id))
+        path = cache.path(key)
+        stat = path.stat()
+    except Exception:
+        return None
+    seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(path) == seen:
+        return key
+    if cache.inspect(key).state != "valid":
+        return None
+    _VERIFIED[path] = seen
+    return key
 
 
 def _handle_event(event: tuple[Any, ...], jobs: list[Job], pending: dict[int, _Pending],

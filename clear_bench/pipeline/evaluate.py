@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,15 +21,22 @@ import numpy as np
 from clear_bench.config import CrossValConfig
 from clear_bench.errors import DataError, UserError
 from clear_bench.evaluation.bags import Bag, pad_bags
-from clear_bench.evaluation.bootstrap import Summary, summarize
-from clear_bench.evaluation.compare import EncoderRole, all_pairs, compare_pairs, declared_pairs, paired_draws
-from clear_bench.evaluation.crossval import CrossValResult, CrossValRun, permute_labels, run_crossvals
+from clear_bench.evaluation.bootstrap import Summary
+from clear_bench.evaluation.compare import EncoderRole, declared_pairs
+from clear_bench.evaluation.crossval import (
+    CrossValResult,
+    CrossValRun,
+    permute_labels,
+    run_crossvals,
+    stored_crossvals,
+)
 from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
-from clear_bench.leaderboard import NullSummary, Row, TaskBoard
+from clear_bench.leaderboard import Row, TaskBoard
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.plan import PlannedHead
+from clear_bench.pipeline.statistics import StatsCache
 from clear_bench.specs import MetricSpec, stable_hash
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,11 @@ class BagSource(Protocol):
 
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
         """The bags of ``scan_ids`` and a fingerprint of what they were computed from."""
+        ...
+
+    def peek(self, scan_ids: Sequence[str]) -> tuple[str, int]:
+        """The fingerprint :meth:`load` gives and the bags' width, without reading the bags (a rerun
+        whose folds are all stored never reads them)."""
         ...
 
 
@@ -154,39 +165,56 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
     real = [CrossValRun(labels, split) for split in splits]
     nulls = [CrossValRun(null, splits[0], f"permutation-{index}") for index, null in enumerate(permuted)]
     null_heads = _null_heads(protocol, heads)
-    cells: list[Cell] = []
+    row_runs = {head.ref.id: real + (nulls if head.ref.id in null_heads else []) for head in heads}
+    peeked = [source.peek(ids) for source in encoders]
+
+    def stored(source_index: int, head: PlannedHead) -> list[CrossValResult] | None:
+        bagset, dim = peeked[source_index]
+        return stored_crossvals(row_runs[head.ref.id], inputs.label_type, inputs.label_names, head.spec,
+                                head.ref.options, protocol.train, dim=dim, bagset_fingerprint=bagset,
+                                results_dir=task_dir / "folds")
+
+    computed: dict[tuple[int, str], list[CrossValResult]] = {}
+    for index in range(len(encoders)):
+        for head in heads:
+            found = stored(index, head)
+            if found is not None:
+                computed[index, head.ref.id] = found
+    position = {id(source): index for index, source in enumerate(encoders)}
+    missing = [source for index, source in enumerate(encoders)
+               if any((index, head.ref.id) not in computed for head in heads)]
     with _cpu_threads(protocol.threads if protocol.train.device == "cpu" else None):
-        for group in _memory_groups(encoders, ids):
+        for group in _memory_groups(missing, ids):
             padded = {source.label: pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
                       for source, bags, _ in group}
-            rows = [partial(run_crossvals, padded[source.label],
-                            real + (nulls if head.ref.id in null_heads else []), inputs.label_type,
-                            inputs.label_names, head.spec, head.ref.options, protocol.train,
-                            bagset_fingerprint=bagset, results_dir=task_dir / "folds")
-                    for source, _, bagset in group for head in heads]
+            todo = [(position[id(source)], head, bagset) for source, _, bagset in group for head in heads
+                    if (position[id(source)], head.ref.id) not in computed]
+            rows = [partial(run_crossvals, padded[encoders[index].label], row_runs[head.ref.id],
+                            inputs.label_type, inputs.label_names, head.spec, head.ref.options,
+                            protocol.train, bagset_fingerprint=bagset, results_dir=task_dir / "folds")
+                    for index, head, bagset in todo]
             # The rows are independent: forked workers fill the fold cache (largest first: bag size x
-            # cross-validations), then the loop below reads every fold back in order.
+            # cross-validations), then each row runs here, reading its folds back (or training them
+            # when there are no workers).
             largest_first = sorted(rows, key=lambda row: -row.args[0].x.numel() * len(row.args[1]))
             run_in_workers(largest_first, worker_count(protocol.workers, len(rows)))
-            labelled = [(source, head) for source, _, _ in group for head in heads]
-            for (source, head), cross_validate in zip(labelled, rows, strict=True):
-                log.info("cross-validating %s + %s on %s", source.label, head.ref.id, inputs.task_id)
-                computed = cross_validate()
-                results, null_results = computed[:len(splits)], computed[len(splits):]
-                summary = summarize(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
-                null = None
-                if null_results:
-                    point = summarize(results[0], n_boot=1, seed=0, metrics=metrics)
-                    null = permutation_null(null_results, point.get(inputs.metric).mean, inputs.metric,
-                                            metrics)
-                cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
+            for (index, head, _), cross_validate in zip(todo, rows, strict=True):
+                log.info("cross-validating %s + %s on %s", encoders[index].label, head.ref.id, inputs.task_id)
+                computed[index, head.ref.id] = cross_validate()
             del padded, group, rows
+    stats = StatsCache(task_dir / "stats")
+    cells: list[Cell] = []
+    for index, source in enumerate(encoders):
+        for head in heads:
+            found = computed[index, head.ref.id]
+            results, null_results = found[:len(splits)], found[len(splits):]
+            summary = stats.summary(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
+            null = stats.null(null_results, results[0], inputs.metric, metrics) if null_results else None
+            cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
     runs = {cell.row.name: cell.results for cell in cells}
     pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
-    draws = paired_draws(runs, inputs.metric, n_boot=protocol.comparison_resamples, seed=protocol.seed,
-                         metrics=metrics) if len(runs) > 1 else None
-    comparisons = compare_pairs(runs, pairs, draws=draws) if draws else []
-    matrix = all_pairs(runs, draws=draws) if draws else []
+    comparisons, matrix = stats.comparisons(runs, pairs, inputs.metric, n_boot=protocol.comparison_resamples,
+                                            seed=protocol.seed, metrics=metrics)
     extra = [(m.name, m.title or m.name, m.interval) for m in metrics if m.name not in _BOARD_COLUMNS]
     board = TaskBoard(inputs.task_id, inputs.label_type, inputs.label_names, len(ids), protocol.folds,
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,
@@ -210,21 +238,6 @@ def _patient_level(inputs: TaskInputs, protocol: EvaluationProtocol) -> tuple[st
         raise DataError(message + " (crossval.require_patients is set)")
     log.warning("WARNING: %s", message)
     return "scan-level", ({**{i: i for i in inputs.labels}, **known} if known else None)
-
-
-def permutation_null(nulls: Sequence[CrossValResult], observed: float, metric: str,
-                     metrics: Sequence[MetricSpec]) -> NullSummary:
-    """The row's macro ``metric`` under its patient-level label permutations (``nulls``: each a
-    cross-validation through the same folds and training); the permutation p is
-    ``(1 + #{null >= observed}) / (count + 1)``."""
-    values = [summarize(result, n_boot=1, seed=0, metrics=metrics).get(metric).mean for result in nulls]
-    null = np.asarray(values, dtype=float)
-    finite = null[~np.isnan(null)]
-    if not len(finite):
-        return NullSummary(len(nulls), math.nan, math.nan, math.nan, math.nan, values)
-    low, high = np.percentile(finite, [2.5, 97.5])
-    p = (1 + int(np.sum(finite >= observed))) / (len(finite) + 1)
-    return NullSummary(len(nulls), float(finite.mean()), float(low), float(high), p, values)
 
 
 def _null_heads(protocol: EvaluationProtocol, heads: Sequence[PlannedHead]) -> set[str]:

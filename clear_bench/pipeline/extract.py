@@ -137,10 +137,14 @@ class CachedBags:
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
         """The bags of ``scan_ids`` and a fingerprint of what they were computed from."""
         bags = load_bags(self.cache, self.record.encoder, self.record.plan, self.source, scan_ids)
+        return bags, self.peek(scan_ids)[0]
+
+    def peek(self, scan_ids: Sequence[str]) -> tuple[str, int]:
+        """The fingerprint of the bags of ``scan_ids`` and their width, without reading them."""
         fingerprint = stable_hash({"encoder": encoder_description(self.record.encoder),
                                    "plan": self.record.plan.fingerprint(),
                                    "scans": [self.source.fingerprint(i) for i in scan_ids]})
-        return bags, fingerprint
+        return fingerprint, self.record.encoder.embed_dim
 
 
 def weights_text(weights_digest: str, *, random_init: bool, reference: bool) -> str:

@@ -35,6 +35,9 @@ class FolderBags:
     def load(self, scan_ids: Sequence[str]) -> tuple[dict[str, Bag], str]:
         return {i: self.bags[i] for i in scan_ids}, self.fingerprint
 
+    def peek(self, scan_ids: Sequence[str]) -> tuple[str, int]:
+        return self.fingerprint, next(iter(self.bags.values())).embeddings.shape[1]
+
 
 def evaluate_features(features: Sequence[tuple[str, Path]], table: LabelTable, heads: Sequence[PlannedHead],
                       protocol: EvaluationProtocol, metrics: Sequence[MetricSpec], out_dir: Path, *,

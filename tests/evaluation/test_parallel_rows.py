@@ -37,6 +37,9 @@ class MemoryBags:
     def load(self, scan_ids):
         return {i: self.bags[i] for i in scan_ids}, f"memory-{self.label}"
 
+    def peek(self, scan_ids):
+        return f"memory-{self.label}", next(iter(self.bags.values())).embeddings.shape[1]
+
 
 def board(tmp_path: Path, workers: int, null_heads: tuple[str, ...] | None = None) -> tuple[str, list]:
     signal, labels = planted_bags(30, 12, 6, n_labels=2, n_signal=3, amplitude=3.0, seed=1)

@@ -16,7 +16,7 @@ import pytest
 from clear_bench.cache import EmbeddingCache
 from clear_bench.components import build_encoder
 from clear_bench.errors import DataError
-from clear_bench.extraction import extract, load_bags, slice_plan_for
+from clear_bench.extraction import extract, load_bags, loop, slice_plan_for
 
 FP32 = {"precision": "fp32", "progress": False}
 
@@ -71,7 +71,7 @@ def test_a_scan_alone_equals_the_same_scan_inside_a_batch_of_others(tmp_path, sc
     np.testing.assert_array_equal(one.slice_index, among.slice_index)
 
 
-def test_a_second_extraction_reads_the_cache_and_runs_no_model(tmp_path, scans, vit):
+def test_a_second_extraction_reads_the_cache_and_runs_no_model(tmp_path, scans, vit, monkeypatch):
     source, ids = scans
     plan = slice_plan_for(vit, windows=("soft-tissue",))
     cache = EmbeddingCache(tmp_path / "cache")
@@ -80,6 +80,9 @@ def test_a_second_extraction_reads_the_cache_and_runs_no_model(tmp_path, scans, 
     assert counter.calls == first.forward_calls > 0
 
     counter.calls = 0
+    # Served entries need neither loader workers nor the scans.
+    monkeypatch.setattr(loop, "DataLoader", lambda *a, **k: pytest.fail("a loader started for cached scans"))
+    monkeypatch.setattr(source, "load", lambda *a: pytest.fail("a cached scan was read"))
     second = extract(vit, source, ids, plan, cache, batch_size=8, num_workers=2, **FP32)
     assert counter.calls == 0 and second.forward_calls == 0
     assert sorted(second.cached) == ids and not second.extracted

@@ -32,6 +32,22 @@ def _build_mean_pool(in_dim: int, n_outputs: int, options: Mapping[str, Any]) ->
     return MeanPool(in_dim, n_outputs, **options)
 
 
+def _linear_probe(options: Mapping[str, Any], seed: int) -> Any:
+    from clear_bench.evaluation.probes import build_probe
+
+    return build_probe("linear", options, seed)
+
+
+def _knn_probe(options: Mapping[str, Any], seed: int) -> Any:
+    from clear_bench.evaluation.probes import build_probe
+
+    return build_probe("knn", options, seed)
+
+
+def _fitted_only(in_dim: int, n_outputs: int, options: Mapping[str, Any]) -> nn.Module:
+    raise TypeError("a probe is fitted in closed form (AggregatorSpec.fit); it builds no module")
+
+
 _HIDDEN = Option(int, 128, "width of the instance projection")
 _DROPOUT = Option(float, 0.25, "dropout after the instance projection")
 _POOLED_NORM = Option(bool, True, "LayerNorm on the pooled bag embedding before the classifier")
@@ -57,6 +73,20 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
             "mean-pool", _build_mean_pool, "mean of projected instances + linear (baseline)",
             options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT, "pooled_norm": _POOLED_NORM},
             ensemble=True,
+        ),
+        AggregatorSpec(
+            "linear-probe", _fitted_only,
+            "L2 logistic regression on the per-window mean embedding, strength by inner CV on training rows",
+            options={"grid": Option(list, [1e-3, 1e-2, 1e-1, 1.0], "inverse L2 strengths (C) searched"),
+                     "inner_folds": Option(int, 3, "inner folds choosing the strength"),
+                     "max_pool": Option(bool, False, "also the per-window max of the instances")},
+            fit=_linear_probe,
+        ),
+        AggregatorSpec(
+            "knn-probe", _fitted_only, "k nearest training scans by cosine similarity of the mean embedding",
+            options={"k": Option(int, 10, "neighbours that vote"),
+                     "max_pool": Option(bool, False, "also the per-window max of the instances")},
+            fit=_knn_probe,
         ),
     ]
 

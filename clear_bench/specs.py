@@ -223,6 +223,11 @@ class AggregatorSpec:
     may hold any value), and its weights live in ``nn.Linear`` / ``nn.LayerNorm`` layers or plain
     parameters: many copies then train as one stacked module (:mod:`clear_bench.evaluation.ensemble`).
     Otherwise each fold trains on its own."""
+    fit: Callable[[Mapping[str, Any], int], Any] | None = None
+    """A probe fitted in closed form on pooled scan embeddings instead of a module trained by the loop:
+    ``fit(options, seed)`` returns an object with ``max_pool`` (bool), ``fit(features, targets,
+    label_type)`` and ``predict(features) -> probabilities`` (see :mod:`clear_bench.evaluation.probes`);
+    ``build`` is then never called."""
 
 
 RESUME_IF_PRESENT = "if-present"

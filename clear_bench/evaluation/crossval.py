@@ -23,6 +23,7 @@ import inspect
 import itertools
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch
 from clear_bench.atomic import atomic_write
 from clear_bench.evaluation.bags import PaddedBags
 from clear_bench.evaluation.batched import Member, train_members
+from clear_bench.evaluation.probes import pooled_features
 from clear_bench.evaluation.splits import Splits
 from clear_bench.evaluation.training import TrainConfig, TrainedFold, fold_seed, predict, train_fold
 from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
@@ -112,16 +114,23 @@ _SOURCE_DIGESTS: dict[type, str] = {}
 def head_code_digest(model: torch.nn.Module) -> str:
     """A hash of the source files of every module class in ``model``: an edited head (built-in or a
     plugin's) gets new fold keys instead of reusing results of its old code."""
-    digests = []
-    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
-        if cls not in _SOURCE_DIGESTS:
-            try:
-                source = Path(inspect.getsourcefile(cls) or "").read_bytes()
-            except (OSError, TypeError):
-                source = f"{cls.__module__}.{cls.__qualname__}".encode()  # no source (compiled, builtin)
-            _SOURCE_DIGESTS[cls] = hashlib.sha256(source).hexdigest()[:16]
-        digests.append(_SOURCE_DIGESTS[cls])
-    return stable_hash(digests)
+    classes = sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    return stable_hash([_class_digest(cls) for cls in classes])
+
+
+def object_code_digest(value: object) -> str:
+    """A hash of the source file of ``value``'s class (a probe's, see :func:`head_code_digest`)."""
+    return _class_digest(type(value))
+
+
+def _class_digest(cls: type) -> str:
+    if cls not in _SOURCE_DIGESTS:
+        try:
+            source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+        except (OSError, TypeError):
+            source = f"{cls.__module__}.{cls.__qualname__}".encode()  # no source (compiled, builtin)
+        _SOURCE_DIGESTS[cls] = hashlib.sha256(source).hexdigest()[:16]
+    return _SOURCE_DIGESTS[cls]
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,16 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
     bags = _on_device(bags, device)
     results, pending = _stored_folds(runs, label_type, label_names, aggregator, resolved, config, bags.dim,
                                      bagset_fingerprint, results_dir, code_version, folds)
-    if pending:
+    if pending and aggregator.fit is not None:
+        n_outputs = _outputs(runs, label_type, label_names)
+        for run, result, slot, splits, index, key, path in pending:
+            targets = _targets(bags.ids, run.labels, label_type, n_outputs).numpy()
+            fold_result = _fit_probe_fold(bags, targets, label_type, splits, index, key, aggregator, resolved,
+                                          fold_seed(config.seed, index))
+            if path is not None:
+                save_fold(fold_result, path)
+            result.folds[slot] = fold_result
+    elif pending:
         n_outputs = _outputs(runs, label_type, label_names)
         targets = {id(run): _targets(bags.ids, run.labels, label_type, n_outputs).to(device) for run in runs}
         trained = _train([(*slot, targets[id(run)]) for run, *slot in pending], bags, label_type, n_outputs,
@@ -202,8 +220,11 @@ def _stored_folds(runs: Sequence[CrossValRun], label_type: str, label_names: Seq
     """One result per run with its stored folds in place (``load=False``: their paths) and ``None`` in
     the slots still to train, and the list of those slots ``(run, result, slot, splits, fold, key, path)``."""
     n_outputs = _outputs(runs, label_type, label_names)
-    with torch.random.fork_rng(devices=[]):  # building a probe model must not move the caller's RNG
-        code = stable_hash([code_version, head_code_digest(aggregator.build(dim, n_outputs, resolved))])
+    if aggregator.fit is not None:
+        code = stable_hash([code_version, object_code_digest(aggregator.fit(resolved, 0))])
+    else:
+        with torch.random.fork_rng(devices=[]):  # building a probe model must not move the caller's RNG
+            code = stable_hash([code_version, head_code_digest(aggregator.build(dim, n_outputs, resolved))])
     results, pending = [], []
     for run in runs:
         patient_of = {i: run.splits.patient_of.get(i, i) for i in run.splits.scan_ids}
@@ -265,6 +286,30 @@ def _predict_fold(bags: PaddedBags, label_type: str, splits: Splits, index: int,
         [slices[r, :n].copy() for r, n in enumerate(lengths)],
         [windows[r, :n].copy() for r, n in enumerate(lengths)],
         trained.curve, trained.best_epoch, trained.init_digest, trained.seconds,
+    )
+
+
+def _fit_probe_fold(bags: PaddedBags, targets: np.ndarray, label_type: str, splits: Splits, index: int,
+                    key: str, aggregator: AggregatorSpec, options: dict[str, Any], seed: int) -> FoldResult:
+    """Fit a closed-form probe (``aggregator.fit``) on the fold's training rows; its attention is the
+    uniform weight of mean pooling."""
+    started = time.perf_counter()
+    fold = splits.folds[index]
+    probe = aggregator.fit(options, seed)
+    rows = {part: bags.rows(getattr(fold, part)) for part in ("train", "val", "test")}
+    features = {part: pooled_features(bags, r, max_pool=probe.max_pool) for part, r in rows.items()}
+    train_targets = targets[rows["train"].numpy()]
+    probe.fit(features["train"], train_targets, label_type)
+    lengths = bags.lengths[rows["test"]].numpy()
+    slices = bags.slice_index[rows["test"]].numpy()
+    windows = bags.window_id[rows["test"]].numpy()
+    return FoldResult(
+        index, key, list(fold.test), np.asarray(probe.predict(features["test"]), dtype=np.float32),
+        list(fold.val), np.asarray(probe.predict(features["val"]), dtype=np.float32),
+        [np.full(n, 1.0 / max(n, 1), dtype=np.float32) for n in lengths],
+        [slices[r, :n].copy() for r, n in enumerate(lengths)],
+        [windows[r, :n].copy() for r, n in enumerate(lengths)],
+        [], 0, "", time.perf_counter() - started,
     )
 
 

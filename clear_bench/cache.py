@@ -6,19 +6,32 @@ scan's content fingerprint. The machine that extracted an entry does not enter i
 precision is recorded in the entry's provenance instead, so a CPU finds what a bf16 GPU extracted. Files
 live at ``root/<encoder key>/<aa>/<key>.h5``, named by the hash alone, so no scan id ever reaches a file name.
 
-Writes are atomic (:mod:`clear_bench.atomic`) and serialised per entry by a file lock. Every read validates
-the file (structure, sizes, checksum); a corrupt or partial entry is reported, removed and treated as
-missing, so it is recomputed and never served.
+Writes are atomic (:mod:`clear_bench.atomic`) and serialised per entry by a short-lived lock file
+(``<entry>.h5.lock``, an ``flock`` the kernel drops when its holder dies; the holder removes the file when
+it is done). Every read validates the file (structure, sizes, checksum); a corrupt or partial entry is
+reported, removed and treated as missing, so it is recomputed and never served.
+
+Concurrent runs on one cache share the work through claims: the extraction about to embed a scan writes
+``<entry>.h5.claim`` naming its owner (host, process, start time) and keeps its mtime fresh (a heartbeat)
+until the entry is written, when it removes it. Another extraction that meets a claim waits for the entry
+instead of embedding the scan again. A claim whose owner is no longer running (same host) or whose
+heartbeat stopped more than :data:`CLAIM_TIMEOUT_S` ago (any host, for shared file systems) is stale: it
+is reported and taken over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import h5py
 import numpy as np
-from filelock import FileLock, Timeout
 
 from clear_bench import __version__
 from clear_bench.atomic import atomic_path, atomic_write_text, temporaries
@@ -51,6 +63,13 @@ RECORDED_ONLY = frozenset({"precision"})
 StorageDtype = Literal["float32", "float16"]
 _KEY_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{32}$")
 _LOCK_TIMEOUT_S = 600.0
+
+CLAIM_TIMEOUT_S = 300.0
+"""A claim whose heartbeat (its file's mtime) is older than this is stale, whoever holds it. Clocks of the
+hosts sharing a cache must agree to well within it."""
+
+HEARTBEAT_S = 20.0
+"""How often a running extraction refreshes the claims it holds."""
 
 
 @dataclass
@@ -135,11 +154,13 @@ class EmbeddingCache:
     met while reading are logged, removed and listed in :attr:`problems`.
     """
 
-    def __init__(self, root: str | Path, *, storage_dtype: StorageDtype = "float32") -> None:
+    def __init__(self, root: str | Path, *, storage_dtype: StorageDtype = "float32",
+                 claim_timeout_s: float = CLAIM_TIMEOUT_S) -> None:
         if storage_dtype not in ("float32", "float16"):
             raise UserError(f"cache storage dtype '{storage_dtype}': expected float32 or float16")
         self.root = Path(root).expanduser()
         self.storage_dtype: StorageDtype = storage_dtype
+        self.claim_timeout_s = float(claim_timeout_s)
         self.problems: list[CacheProblem] = []
 
     def __repr__(self) -> str:
@@ -182,11 +203,50 @@ class EmbeddingCache:
         encoder_key, entry = key.split("-")
         return self.root / encoder_key / entry[:2] / f"{entry}.h5"
 
-    def lock(self, key: str) -> FileLock:
-        """The inter-process lock that serialises writers of entry ``key``."""
+    def lock(self, key: str) -> EntryLock:
+        """The inter-process lock that serialises writers of entry ``key`` (removed on release)."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(path) + ".lock", timeout=_LOCK_TIMEOUT_S)
+        return EntryLock(path.with_name(path.name + ".lock"), timeout=_LOCK_TIMEOUT_S)
+
+    # --- claims -----------------------------------------------------------------------------------------
+
+    def claim_path(self, key: str) -> Path:
+        """The claim file of entry ``key``: present while some extraction is embedding that scan."""
+        path = self.path(key)
+        return path.with_name(path.name + ".claim")
+
+    def claim(self, key: str, owner: ClaimOwner) -> bool:
+        """Claim entry ``key`` for ``owner``: True when it is ``owner``'s now (a stale claim is reported and
+        taken over), False while another live extraction holds it."""
+        claim_path = self.claim_path(key)
+        with self.lock(key):
+            holder = _read_claim(claim_path)
+            if holder is not None:
+                if holder.token == owner.token:
+                    return True
+                reason = holder.stale_reason(claim_path, self.claim_timeout_s)
+                if reason is None:
+                    return False
+                log.warning("stale claim on cache entry %s cleared: %s", claim_path, reason)
+            elif claim_path.exists():
+                log.warning("unreadable claim on cache entry %s cleared", claim_path)
+            atomic_write_text(claim_path, json.dumps(asdict(owner), sort_keys=True))
+        return True
+
+    def claim_holder(self, key: str) -> ClaimOwner | None:
+        """Who holds the claim on entry ``key`` (stale or not), ``None`` when nobody does."""
+        return _read_claim(self.claim_path(key))
+
+    def release(self, key: str, owner: ClaimOwner) -> None:
+        """Remove ``owner``'s claim on entry ``key`` (a claim someone else took over is left alone)."""
+        claim_path = self.claim_path(key)
+        if not claim_path.exists():
+            return
+        with self.lock(key):
+            holder = _read_claim(claim_path)
+            if holder is not None and holder.token == owner.token:
+                claim_path.unlink()
 
     # --- reading ----------------------------------------------------------------------------------------
 
@@ -229,7 +289,7 @@ class EmbeddingCache:
             with self.lock(key):
                 if self.inspect(key).state == "corrupt":
                     path.unlink()
-        except (OSError, Timeout) as exc:
+        except OSError as exc:  # TimeoutError included
             log.warning("could not remove corrupt cache entry %s: %s", path, exc)
         return problem
 
@@ -331,6 +391,225 @@ class EmbeddingCache:
 
 class _Corrupt(Exception):
     """An entry file that must not be served."""
+
+
+class EntryLock:
+    """An exclusive inter-process lock on ``path`` (``flock``), removed by its holder on release.
+
+    A lock file left by a killed holder locks nothing (the kernel dropped its ``flock``); the next holder
+    takes it and removes it. Whoever gets the lock checks that the file it locked is still the one at
+    ``path`` (a releasing holder may have removed it meanwhile), else it tries again. Threads of one process
+    are serialised too (on NFS an ``flock`` is a per-process POSIX lock).
+    """
+
+    def __init__(self, path: Path, *, timeout: float = _LOCK_TIMEOUT_S) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def __enter__(self) -> EntryLock:
+        deadline = time.monotonic() + self.timeout
+        local = _thread_lock(str(self.path))
+        if not local.acquire(timeout=self.timeout):
+            raise TimeoutError(f"could not lock {self.path} within {self.timeout:.0f} s")
+        try:
+            self._fd = self._acquire(deadline)
+        except BaseException:
+            local.release()
+            raise
+        return self
+
+    def _acquire(self, deadline: float) -> int:
+        pause = 0.001
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not lock {self.path} within {self.timeout:.0f} s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)  # locked a file its holder removed on release: take the new one
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)  # still holding the flock, so nobody else holds this file
+                os.close(fd)
+        finally:
+            _thread_lock(str(self.path)).release()
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(name: str) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(name, threading.Lock())
+
+
+def _forget_thread_locks() -> None:
+    """A forked child (a DataLoader worker) must not inherit locks held by its parent's threads."""
+    global _THREAD_LOCKS_GUARD
+    _THREAD_LOCKS_GUARD = threading.Lock()
+    _THREAD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_thread_locks)
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who holds a claim: the host, the process (pid, its start time and pid namespace, so that a reused
+    pid is not mistaken for the owner) and a token of one extraction."""
+
+    host: str
+    pid: int
+    started: str
+    pid_namespace: str
+    token: str
+
+    @classmethod
+    def current(cls) -> ClaimOwner:
+        """This process, with a fresh token."""
+        pid = os.getpid()
+        return cls(socket.gethostname(), pid, _process_start(pid) or "", _pid_namespace(),
+                   uuid.uuid4().hex)
+
+    def stale_reason(self, claim_path: Path, timeout_s: float) -> str | None:
+        """Why this claim (stored at ``claim_path``) is stale, or ``None`` while its owner may be alive."""
+        here = self.host == socket.gethostname() and self.pid_namespace == _pid_namespace()
+        if here and not _running(self.pid, self.started):
+            return f"its owner, process {self.pid} on {self.host}, is no longer running"
+        try:
+            age = time.time() - claim_path.stat().st_mtime
+        except FileNotFoundError:
+            return "it was removed"
+        if age > timeout_s:
+            return (f"its owner, process {self.pid} on {self.host}, sent no heartbeat for {age:.0f} s "
+                    f"(timeout {timeout_s:.0f} s)")
+        return None
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+
+def _read_claim(claim_path: Path) -> ClaimOwner | None:
+    try:
+        data = json.loads(claim_path.read_text())
+        return ClaimOwner(str(data["host"]), int(data["pid"]), str(data["started"]),
+                          str(data["pid_namespace"]), str(data["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), ``None`` if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _running(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if not Path("/proc").is_dir():
+        return True
+    now = _process_start(pid)
+    return now is not None and (not started or not now or now == started)
+
+
+class ClaimKeeper:
+    """The claims one extraction holds: refreshed every :data:`HEARTBEAT_S` while it runs, each released
+    once its entry is written (:meth:`put`), and all released when the extraction ends.
+
+    Claims are taken where scans are read (:meth:`EmbeddingCache.claim` with :attr:`owner`, in DataLoader
+    workers too) and handed to the keeper with :meth:`hold`.
+    """
+
+    def __init__(self, cache: EmbeddingCache, *, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.cache = cache
+        self.owner = ClaimOwner.current()
+        self.heartbeat_s = heartbeat_s
+        self._held: set[str] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ClaimKeeper:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="cache-claims", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._guard:
+            held, self._held = self._held, set()
+        for key in held:
+            self._release(key)
+
+    def hold(self, key: str) -> None:
+        """Keep the claim on ``key`` (taken by :attr:`owner`) alive until it is released."""
+        with self._guard:
+            self._held.add(key)
+
+    def release(self, key: str) -> None:
+        """Release the claim on ``key``."""
+        with self._guard:
+            self._held.discard(key)
+        self._release(key)
+
+    def put(self, key: str, *args: Any, **kwargs: Any) -> Path:
+        """:meth:`EmbeddingCache.put`, then release the claim on ``key`` (whether the write worked or not)."""
+        try:
+            return self.cache.put(key, *args, **kwargs)
+        finally:
+            self.release(key)
+
+    def _release(self, key: str) -> None:
+        try:
+            self.cache.release(key, self.owner)
+        except OSError as exc:
+            log.warning("could not release the claim on cache entry %s: %s", self.cache.claim_path(key), exc)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._guard:
+                held = list(self._held)
+            for key in held:
+                with contextlib.suppress(OSError):
+                    os.utime(self.cache.claim_path(key))
 
 
 def export_clear(entries: Mapping[str, CachedEmbeddings], out_dir: str | Path, *,

@@ -1,13 +1,16 @@
 """DataLoader workers: scans -> normalised encoder inputs -> fixed-size batches that span scan boundaries.
 
-A worker checks the cache first (a valid entry is reported, not recomputed), reads the scan, cuts it into
-instances (:func:`make_instances`) and hands them to a :class:`Batcher`; everything the main process needs
-to know about a scan travels as events next to the batches. A scan that fails is an event, not an error.
+A worker checks the cache first (a valid entry is reported, not recomputed), claims the entry (a scan that
+another extraction on the same cache is embedding waits until that one has written it), reads the scan,
+cuts it into instances (:func:`make_instances`) and hands them to a :class:`Batcher`; everything the main
+process needs to know about a scan travels as events next to the batches. A scan that fails is an event,
+not an error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
@@ -19,10 +22,15 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from clear_bench.cache import EmbeddingCache
+from clear_bench.cache import ClaimOwner, EmbeddingCache
 from clear_bench.data.slices import SlicePlan, slice_instances
 from clear_bench.errors import ConfigError, DataError, UserError
 from clear_bench.specs import LocatedSource, Preprocessing, ScanSource
+
+WAIT_POLL_S = 0.2
+"""How often a worker looks again at scans that another extraction is embedding."""
+
+_BUSY = object()
 
 
 def scan_location(source: ScanSource, scan_id: str) -> str | None:
@@ -89,11 +97,16 @@ class InstanceStream(IterableDataset):
     ``("cached", pos, key)``, ``("failed", pos, error, file)``, ``("corrupt", pos, reason)``. Rows of one
     scan come from one worker, in order; ``pos`` names the scan of every row of ``images``. ``precision``
     is recorded in the provenance of the entries; it is not part of their key.
+
+    With an ``owner``, a scan is claimed for it before it is read (the claim of a ``start`` event is the
+    main process's to keep and release); scans claimed by another extraction are put aside and looked at
+    again, after the batches in hand are sent on, until their entry is written or their claim goes stale.
     """
 
     def __init__(self, jobs: list[Job], source: ScanSource, cache: EmbeddingCache,
                  encoder_desc: dict[str, Any], plan: SlicePlan, preprocessing: Preprocessing,
-                 input_kind: str, precision: str, batch_size: int, force: bool) -> None:
+                 input_kind: str, precision: str, batch_size: int, force: bool,
+                 owner: ClaimOwner | None = None) -> None:
         self.jobs = jobs
         self.source = source
         self.cache = cache
@@ -104,6 +117,7 @@ class InstanceStream(IterableDataset):
         self.precision = precision
         self.batch_size = batch_size
         self.force = force
+        self.owner = owner
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -112,10 +126,18 @@ class InstanceStream(IterableDataset):
             torch.set_num_threads(1)  # the main process's threads belong to the model
             jobs = jobs[info.id::info.num_workers]
         batcher = Batcher(self.batch_size)
-        for job in jobs:
+        queue, waiting = deque(jobs), deque[Job]()
+        while queue or waiting:
+            if not queue:  # only scans that others are embedding are left: send what we have, then wait
+                yield from batcher.finish()
+                time.sleep(WAIT_POLL_S)
+                queue, waiting = waiting, queue
+            job = queue.popleft()
             events, prepared = self._prepare(job)
             batcher.events.extend(events)
-            if prepared is not None:
+            if prepared is _BUSY:
+                waiting.append(job)
+            elif prepared is not None:
                 key, provenance, images, slice_index, window_id = prepared
                 batcher.events.append(("start", job.pos, key, provenance, len(images), slice_index,
                                        window_id))
@@ -124,8 +146,9 @@ class InstanceStream(IterableDataset):
                 yield batcher.take_events()
         yield from batcher.finish()
 
-    def _prepare(self, job: Job) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]:
+    def _prepare(self, job: Job) -> tuple[list[tuple[Any, ...]], Any]:
         events: list[tuple[Any, ...]] = []
+        claimed = None
         try:
             fingerprint = self.source.fingerprint(job.scan_id)
             address = self.cache.describe(self.encoder_desc, self.plan, job.scan_id, fingerprint)
@@ -137,12 +160,22 @@ class InstanceStream(IterableDataset):
                 if status.state == "corrupt":
                     problem = self.cache.discard(key, status.reason)
                     events.append(("corrupt", job.pos, str(problem)))
+            if self.owner is not None:
+                if not self.cache.claim(key, self.owner):
+                    return events, _BUSY
+                claimed = key
+                if not self.force and self.cache.inspect(key).state == "valid":  # finished meanwhile
+                    self.cache.release(key, self.owner)
+                    return [*events, ("cached", job.pos, key)], None
             scan = self.source.load(job.scan_id)
             images, slice_index, window_id = make_instances(scan, self.plan, self.preprocessing,
                                                             self.input_kind)
             if len(images) == 0:
                 raise DataError(f"scan '{job.scan_id}': no instances to embed")
         except Exception as exc:
+            if claimed is not None:
+                with contextlib.suppress(Exception):
+                    self.cache.release(claimed, self.owner)
             events.append(("failed", job.pos, describe_error(exc), scan_location(self.source, job.scan_id)))
             return events, None
         provenance = {**address, "precision": self.precision}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from clear_bench.cache import EmbeddingCache, encoder_description
+from clear_bench.cache import ClaimKeeper, EmbeddingCache, encoder_description
 from clear_bench.data.scan import ScanFailure
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import ConfigError, PluginError
@@ -146,8 +146,9 @@ def extract(
     channels_last = encoder.input_kind == "slice" and use_channels_last(model, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    claims = ClaimKeeper(cache)  # scans this run embeds are claimed, so a concurrent run waits for them
     stream = InstanceStream(jobs, source, cache, encoder_description(encoder), plan, prep,
-                            encoder.input_kind, resolved, batch_size, force)
+                            encoder.input_kind, resolved, batch_size, force, claims.owner)
     workers = min(num_workers, len(jobs))
     loader = DataLoader(stream, batch_size=None, collate_fn=identity, num_workers=workers,
                         pin_memory=dev.type == "cuda", in_order=False,
@@ -172,18 +173,18 @@ def extract(
         if not np.isfinite(embeddings).all():
             log.warning("scan '%s': encoder '%s' produced non-finite embeddings", item.scan_id, encoder.label)
             report.nonfinite.append(item.scan_id)
-        future = writer.submit(cache.put, item.key, embeddings, item.slice_index, item.window_id,
+        future = writer.submit(claims.put, item.key, embeddings, item.slice_index, item.window_id,
                                item.provenance, overwrite=force)
         writes.append((future, item))
         while len(writes) > _MAX_PENDING_WRITES or (writes and writes[0][0].done()):
             finish_write(*writes.popleft())
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer") as writer:
+    with claims, ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer") as writer:
         try:
             with torch.inference_mode(), autocast:
                 for item in loader:
                     for event in item["events"]:
-                        _handle_event(event, jobs, pending, report, bar)
+                        _handle_event(event, jobs, pending, report, bar, claims)
                     if item["images"] is None:
                         continue
                     if not report.forward_calls:
@@ -243,11 +244,12 @@ def _valid_key(cache: EmbeddingCache, encoder: Encoder, source: ScanSource, plan
 
 
 def _handle_event(event: tuple[Any, ...], jobs: list[Job], pending: dict[int, _Pending],
-                  report: ExtractionReport, bar: Any) -> None:
+                  report: ExtractionReport, bar: Any, claims: ClaimKeeper) -> None:
     kind, pos = event[0], event[1]
     scan_id = jobs[pos].scan_id
     if kind == "start":
         _, _, key, provenance, total, slice_index, window_id = event
+        claims.hold(key)
         pending[pos] = _Pending(scan_id, key, provenance, total, np.asarray(slice_index),
                                 np.asarray(window_id))
     elif kind == "cached":

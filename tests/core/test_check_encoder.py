@@ -3,6 +3,7 @@ breaks one rule fails with that property named (and only that one)."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -164,3 +165,17 @@ def test_bad_options_and_unknown_encoders_are_user_errors(flawed, capsys):
     assert "--option sed: unknown option of encoder 'flawless' (did you mean 'seed'?)" in err
     assert main(["check-encoder", "no-such-encoder"]) == 2
     assert "unknown encoder 'no-such-encoder'" in capsys.readouterr().err
+
+
+def test_the_howto_plugin_conforms(tmp_path, capsys):
+    howto = Path(__file__).resolve().parents[2] / "docs" / "writing-an-encoder-plugin.md"
+    [body] = re.findall(r"^`my-encoder/my_encoder.py`:\n\n```python\n(.*?)^```", howto.read_text(),
+                        flags=re.M | re.S)
+    plugin = tmp_path / "my_encoder.py"
+    plugin.write_text(body)
+    assert "clear-bench check-encoder my-timm --plugin my-encoder/my_encoder.py" in howto.read_text()
+    code = main(["check-encoder", "my-timm", "--plugin", str(plugin), "--option", "weights=random",
+                 "--option", "image_size=32", "--slices", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("PASS") == len(PROPERTIES)

@@ -262,8 +262,9 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
         groups = excluded_by_reason(board.excluded)
         lines += ["", "## Scans left out", "",
                   f"{_count(len(board.excluded), 'scan')} failed for at least one encoder, so every row "
-                  f"leaves them out ({_count(len(groups), 'reason')}):", "",
-                  *[f"- {_count(len(ids), 'scan')}: {reason} ({', '.join(ids)})" for reason, ids in groups]]
+                  f"leaves them out; by reason:", "", "| scans | reason |", "|---:|---|",
+                  *[f"| {len(ids)} | {_escape(reason)} |" for reason, ids in groups], "",
+                  *[f"- {item}" for item in sorted(board.excluded)]]
     if board.left_out_encoders:
         lines += ["", "## Encoders left out", "", *[f"- {item}" for item in board.left_out_encoders]]
     return "\n".join(lines) + "\n"
@@ -274,6 +275,11 @@ COMPUTE_NOTE = (
     "products and convolutions, counted by torch's FlopCounterMode); throughput: inputs per second through "
     "the model during the extraction that made the embeddings, and where; the head's trainable parameters; "
     "CV time: training and prediction of every fold of the row (the permutation null comes on top).")
+
+
+def _escape(text: str) -> str:
+    """Text for a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def excluded_by_reason(excluded: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -329,12 +335,14 @@ def compute_table(rows: Sequence[Row]) -> list[str]:
     """The markdown lines of the compute table of ``rows`` (in that order)."""
     lines = ["| " + " | ".join(COMPUTE_HEADER) + " |", "|---|---|" + "---:|" * (len(COMPUTE_HEADER) - 2)]
     for row in rows:
-        c = row.compute
-        cells = [row.encoder, row.aggregator, _int(c.embed_dim if c else None),
-                 _parameters(c.parameters if c else None), _gflops(c), _throughput(c),
-                 _parameters(row.head_parameters), _seconds(row.cv_seconds)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([row.encoder, row.aggregator, *_compute_cells(row)]) + " |")
     return lines
+
+
+def _compute_cells(row: Row) -> list[str]:
+    c = row.compute
+    return [_int(c.embed_dim if c else None), _parameters(c.parameters if c else None), _gflops(c),
+            _throughput(c), _parameters(row.head_parameters), _seconds(row.cv_seconds)]
 
 
 def _compute_record(row: Row) -> dict[str, Any]:
@@ -477,18 +485,19 @@ def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version
         "mean rank across tasks; each task's own board has the confidence intervals and paired tests.",
         *([provenance] if provenance else []),
         "",
-        "| encoder | aggregator | mean rank | mean macro AUROC | " + " | ".join(tasks) + " |",
-        "|---|---|---:|---|" + "---|" * len(tasks),
+        COMPUTE_NOTE + " Here the head parameters are shown when every task agrees (they depend on the "
+        "number of labels), and the CV time is summed over tasks.",
+        "",
+        "| encoder | aggregator | mean rank | mean macro AUROC | " + " | ".join(tasks) + " | "
+        + " | ".join(COMPUTE_HEADER[2:]) + " |",
+        "|---|---|---:|---|" + "---|" * len(tasks) + "---:|" * len(COMPUTE_HEADER[2:]),
     ]
     for name in standing.order:
         encoder, aggregator = standing.names[name]
         cells = [f"{standing.auroc[name][t]:.3f}" if t in standing.auroc[name] else "–" for t in tasks]
+        cells += _compute_cells(_overall_compute(standing, name))
         lines.append(f"| {encoder} | {aggregator} | {standing.mean_rank(name):.2f} | "
                      f"{standing.mean_auroc(name):.3f} | " + " | ".join(cells) + " |")
-    compute_rows = [_overall_compute(standing, name) for name in standing.order]
-    lines += ["", "## Compute", "", COMPUTE_NOTE + " Here the head parameters are shown when every task "
-              "agrees (they depend on the number of labels), and the CV time is summed over tasks.", "",
-              *compute_table(compute_rows)]
     for title, path in (figures or {}).items():
         lines += ["", f"## {title}", "", f"![{title}]({path})"]
     if left_out:

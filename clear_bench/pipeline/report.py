@@ -119,6 +119,24 @@ class AttentionScans:
     lesion_slices: dict[str, list[int] | None] = field(default_factory=dict)
 
 
+ATTENTION_SCANS = 3
+"""Test scans per task whose attention along the slice axis is plotted for every row."""
+
+
+def choose_attention_scans(labels: Mapping[str, np.ndarray], label_type: str,
+                           count: int = ATTENTION_SCANS) -> list[str]:
+    """The scans of a task's attention plot: the first scans (by id) with a positive label (a class above
+    the first, for multi-class), and the first without one."""
+    def positive(scan_id: str) -> bool:
+        label = np.asarray(labels[scan_id]).reshape(-1)
+        return bool(label[0] > 0) if label_type == "multiclass" else bool(label.any())
+
+    ids = sorted(labels)
+    chosen = [i for i in ids if positive(i)][:max(count - 1, 1)] + [i for i in ids if not positive(i)][:1]
+    chosen += [i for i in ids if i not in chosen][:count - len(chosen)]
+    return sorted(chosen[:count])
+
+
 def fill_costs(result: TaskResult, encoders: Mapping[str, EncoderCompute],
                heads: Mapping[str, AggregatorSpec], references: Sequence[str] = ()) -> None:
     """Put on every row of ``result`` what it costs and whether its encoder is a reference: the encoder's
@@ -153,11 +171,22 @@ def head_parameters(spec: AggregatorSpec, dim: int, n_outputs: int, options: Map
 def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path,
                  leaderboard_dirs: Sequence[Path] = (), left_out: Sequence[str] = (),
                  manifest: dict[str, Any] | None = None,
-                 attention: Mapping[str, AttentionScans] | None = None) -> list[Path]:
+                 attention: Mapping[str, AttentionScans] | None = None,
+                 encoders: Mapping[str, EncoderCompute] | None = None,
+                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = ()
+                 ) -> list[Path]:
     """Write every task's results and ``run.json``, then the boards and plots from those stored results
-    alone (as ``clear-bench leaderboard`` does); returns the boards written."""
+    alone (as ``clear-bench leaderboard`` does); returns the boards written.
+
+    ``attention``: the scans of each task's attention plot (default: :func:`choose_attention_scans`, no
+    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`."""
     for result in results:
-        write_task_results(result, (attention or {}).get(result.board.task))
+        fill_costs(result, encoders or {}, heads or {}, references)
+        shown = (attention or {}).get(result.board.task)
+        if shown is None and result.cells:
+            labels = result.cells[0].result.labels
+            shown = AttentionScans(choose_attention_scans(labels, result.board.label_type))
+        write_task_results(result, shown)
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
     write_manifest(run_dir, benchmark=benchmark, results=results, left_out=left_out, manifest=manifest,
                    origin=provenance(folders))

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache
 from clear_bench.config import BenchmarkConfig
@@ -33,14 +31,10 @@ from clear_bench.pipeline.evaluate import (
 )
 from clear_bench.pipeline.extract import CachedBags, Extraction, extract_embeddings
 from clear_bench.pipeline.plan import PlannedTask, RunPlan, plan_run
-from clear_bench.pipeline.report import AttentionScans, fill_costs, write_report
+from clear_bench.pipeline.report import AttentionScans, choose_attention_scans, write_report
 from clear_bench.registry import Registry
 
 log = logging.getLogger(__name__)
-
-ATTENTION_SCANS = 3
-"""Test scans per task whose attention along the slice axis is plotted for every row."""
-
 
 @dataclass
 class RunResult:
@@ -86,14 +80,13 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
         embedding_sets[task.ref.id] = {source.record.id: {"encoder_key": source.record.cache_key,
                                                           "bagset": source.fingerprint} for source in sources}
         if result is not None:
-            fill_costs(result, compute, heads, references)
             attention[task.ref.id] = attention_scans(task, inputs)
             results.append(result)
     left_out = [f"`{item.encoder_id}`: {item.reason}" for item in extraction.left_out]
     manifest = _manifest(config, plan, extraction, protocol, results, embedding_sets, timings)
     boards = write_report(results, benchmark=config.name, run_dir=config.output_dir,
                           leaderboard_dirs=[config.leaderboard_dir], left_out=left_out, manifest=manifest,
-                          attention=attention)
+                          attention=attention, encoders=compute, heads=heads, references=references)
     timings["report"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     _record_timings(config.output_dir / "run.json", timings)
@@ -121,27 +114,18 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric)
 
 
-def attention_scans(task: PlannedTask, inputs: TaskInputs, count: int = ATTENTION_SCANS) -> AttentionScans:
-    """The scans of a task's attention plot: the first scans (by id) with a positive label (a class above
-    the first, for multi-class), then one without, and the slices of each that carry a lesion box (read
-    from the source; ``None`` when it cannot be read)."""
-    def positive(scan_id: str) -> bool:
-        label = np.asarray(inputs.labels[scan_id]).reshape(-1)
-        return bool(label[0] > 0) if inputs.label_type == "multiclass" else bool(label.any())
-
-    ids = sorted(inputs.labels)
-    with_label = [i for i in ids if positive(i)]
-    without = [i for i in ids if not positive(i)]
-    chosen = with_label[:max(count - 1, 1)] + without[:1]
-    chosen += [i for i in ids if i not in chosen][:count - len(chosen)]
+def attention_scans(task: PlannedTask, inputs: TaskInputs) -> AttentionScans:
+    """The scans of a task's attention plot (:func:`choose_attention_scans`) and the slices of each that
+    carry a lesion box, read from the source (``None`` when it cannot be read)."""
     lesions: dict[str, list[int] | None] = {}
-    for scan_id in sorted(chosen[:count]):
+    chosen = choose_attention_scans(inputs.labels, inputs.label_type)
+    for scan_id in chosen:
         try:
             lesions[scan_id] = sorted(int(s) for s in task.data.source.load(scan_id).lesion_slices())
         except Exception as error:  # the plot loses its lesion marks, the run goes on
             log.info("task %s: lesion slices of %s not read (%s)", task.ref.id, scan_id, error)
             lesions[scan_id] = None
-    return AttentionScans(sorted(chosen[:count]), lesions)
+    return AttentionScans(chosen, lesions)
 
 
 def hardware(device: str) -> dict[str, Any]:

@@ -103,8 +103,10 @@ class Results:
     """A run folder's results as DataFrames.
 
     - ``rows``: one row per (task, encoder, aggregator): the macro mean of every metric with its
-      bootstrap CI (``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``), the weights and the
-      permutation null (``null_mean``, ``null_low``, ``null_high``, ``permutation_p``);
+      bootstrap CI (``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``), the weights, the
+      permutation null (``null_mean``, ``null_low``, ``null_high``, ``permutation_p``) and the cost
+      (``embed_dim``, ``encoder_parameters``, ``gflops`` per ``gflops_per`` input, ``throughput`` in inputs
+      per second on ``throughput_device``, ``head_parameters``, ``cv_seconds``);
     - ``metrics``: every metric per label and macro (mean, std, CI, folds where defined);
     - ``comparisons``: the board's paired comparisons;
     - ``predictions``: out-of-fold probabilities, one row per (cell, scan, label).
@@ -134,10 +136,18 @@ def load_results(run_dir: str | Path) -> Results:
             key = {"task": task, "encoder": cell["encoder"], "aggregator": cell["aggregator"]}
             summary = json.loads((index_path.parent / cell["summary"]).read_text())
             null = cell.get("null") or {}
-            row = {**key, "weights": cell["weights"], "null_mean": null.get("mean"),
+            compute = cell.get("compute") or {}
+            row = {**key, "weights": cell["weights"], "reference": bool(cell.get("reference")),
+                   "null_mean": null.get("mean"),
                    "null_low": null.get("low"), "null_high": null.get("high"),
                    "permutation_p": null.get("p_value"), "n_scans": index["n_scans"],
-                   "level": index["level"], "split_fingerprint": index["split_fingerprint"]}
+                   "level": index["level"], "split_fingerprint": index["split_fingerprint"],
+                   "embed_dim": compute.get("embed_dim"), "encoder_parameters": compute.get("parameters"),
+                   "gflops": compute.get("gflops"),
+                   "gflops_per": compute.get("per") if compute.get("gflops") is not None else None,
+                   "throughput": compute.get("throughput"),
+                   "throughput_device": compute.get("device") or None,
+                   "head_parameters": cell.get("head_parameters"), "cv_seconds": cell.get("cv_seconds")}
             for metric in summary["metrics"]:
                 metrics.append({**key, **{k: metric[k] for k in ("metric", "label", "mean", "std", "ci_low",
                                                                   "ci_high", "n_folds")}})

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from clear_bench import __version__, commands
 from clear_bench.errors import UserError
 
-COMMANDS = ("run", "extract", "evaluate", "pretrain", "plugins", "data", "check_encoder")
+COMMANDS = ("run", "extract", "evaluate", "leaderboard", "pretrain", "plugins", "data", "check_encoder")
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:

@@ -3,14 +3,17 @@
 Each row is one (encoder, aggregator) pair. A board only ever holds rows evaluated on the same splits: it
 refuses rows whose split fingerprints differ. Its comparisons are the family declared by the benchmark's
 design (every row against the non-learned floor, trained encoders against their random-init twins, named
-baselines), Holm-corrected over that family; every row carries its permutation null.
+baselines), Holm-corrected over that family; every row carries its permutation null. Every board also
+states what its rows cost (:class:`EncoderCompute`, head parameters, cross-validation wall time), and
+:func:`task_tables` / :func:`overall_tables` give each of its tables as records for CSV and JSON.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
@@ -33,6 +36,32 @@ class NullSummary:
 
 
 @dataclass
+class EncoderCompute:
+    """What an encoder costs: its output size, parameters, forward FLOPs on one input and the measured
+    throughput of the extraction that made its embeddings."""
+
+    embed_dim: int | None = None
+    parameters: int | None = None
+    gflops: float | None = None
+    """GFLOPs of one forward pass on one input (matrix products and convolutions, torch's FlopCounterMode)."""
+    per: str = "slice"
+    """What one input is: ``slice`` (one windowed slice image) or ``volume``."""
+    throughput: float | None = None
+    """Inputs per second through the model during extraction (forward passes only)."""
+    device: str = ""
+    """Where ``throughput`` was measured."""
+    windows: list[str] = field(default_factory=list)
+    """The window names, in the order of the window ids of the encoder's instances."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncoderCompute:
+        return cls(**{k: (list(v) if k == "windows" else v) for k, v in data.items()})
+
+
+@dataclass
 class Row:
     """One (encoder, aggregator) result on one task."""
 
@@ -43,6 +72,13 @@ class Row:
     weights: str = ""
     null: NullSummary | None = None
     """The permutation null of the primary metric, when it ran."""
+    reference: bool = False
+    """The encoder is a declared non-learned reference (the floor)."""
+    compute: EncoderCompute | None = None
+    head_parameters: int | None = None
+    cv_seconds: float = math.nan
+    """Training and prediction time of the row's cross-validation (every fold of every repeat; the
+    permutation null comes on top)."""
 
     @property
     def name(self) -> str:
@@ -76,6 +112,10 @@ class TaskBoard:
     """The all-pairs matrix (exploratory, Holm over the matrix), written beside the board."""
     files: dict[str, str] = field(default_factory=dict)
     """Files written beside the board, linked from it: what -> relative path."""
+    figures: dict[str, str] = field(default_factory=dict)
+    """Plots written beside the board and shown in it: title -> relative path of the PNG."""
+    left_out_encoders: list[str] = field(default_factory=list)
+    """Encoders that could not take part in the run, as '`id`: reason'."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -180,6 +220,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
             n = row.null
             cells += [f"{n.mean:.3f} [{n.low:.3f}, {n.high:.3f}]" if n else "–", _p(n.p_value) if n else "–"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Compute", "", COMPUTE_NOTE, "", *compute_table(rows)]
     if board.comparisons:
         lines += ["", "## Declared comparisons", "",
                   "Fixed by the benchmark's design before any result: each row against the non-learned "
@@ -203,6 +244,11 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
     for row in rows:
         cells = [_cell(row.summary, "auroc", label, ci=False) for label in board.label_names]
         lines.append(f"| {row.encoder} | {row.aggregator} | " + " | ".join(cells) + " |")
+    if board.figures:
+        lines += ["", "## Plots", ""]
+        for title, path in board.figures.items():
+            lines += [f"### {title}", "", f"![{title}]({path})", ""]
+        lines.pop()
     notes = sorted({note for row in rows for note in row.summary.notes})
     weights = [f"- `{row.encoder}`: {row.weights}" for row in rows if row.weights]
     if weights:
@@ -213,10 +259,145 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     if board.excluded:
+        groups = excluded_by_reason(board.excluded)
         lines += ["", "## Scans left out", "",
-                  "These scans failed for at least one encoder, so every row leaves them out:", "",
-                  *[f"- {item}" for item in board.excluded]]
+                  f"{_count(len(board.excluded), 'scan')} failed for at least one encoder, so every row "
+                  f"leaves them out; by reason:", "", "| scans | reason |", "|---:|---|",
+                  *[f"| {len(ids)} | {_escape(reason)} |" for reason, ids in groups], "",
+                  *[f"- {item}" for item in sorted(board.excluded)]]
+    if board.left_out_encoders:
+        lines += ["", "## Encoders left out", "", *[f"- {item}" for item in board.left_out_encoders]]
     return "\n".join(lines) + "\n"
+
+
+COMPUTE_NOTE = (
+    "Embedding dim and parameters of the frozen encoder; GFLOPs of one forward pass on one input (matrix "
+    "products and convolutions, counted by torch's FlopCounterMode); throughput: inputs per second through "
+    "the model during the extraction that made the embeddings, and where; the head's trainable parameters; "
+    "CV time: training and prediction of every fold of the row (the permutation null comes on top).")
+
+
+def _escape(text: str) -> str:
+    """Text for a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def excluded_by_reason(excluded: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Left-out scans (``'id: reason'``) grouped by reason, largest group first."""
+    groups: dict[str, list[str]] = {}
+    for item in excluded:
+        scan_id, _, reason = item.partition(": ")
+        groups.setdefault(reason or "no reason given", []).append(scan_id)
+    return sorted(((reason, sorted(ids)) for reason, ids in groups.items()), key=lambda g: (-len(g[1]), g[0]))
+
+
+def _int(value: int | None) -> str:
+    return "–" if value is None else str(value)
+
+
+def _parameters(value: int | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 1_000_000:
+        return f"{value / 1e6:.2f} M"
+    if value >= 1_000:
+        return f"{value / 1e3:.1f} k"
+    return str(value)
+
+
+def _gflops(compute: EncoderCompute | None) -> str:
+    if compute is None or compute.gflops is None:
+        return "–"
+    value = compute.gflops
+    text = "0" if value == 0 else f"{value:.3g}"
+    return f"{text} / {compute.per}"
+
+
+def _throughput(compute: EncoderCompute | None) -> str:
+    if compute is None or compute.throughput is None:
+        return "–"
+    unit = "slices" if compute.per == "slice" else "volumes"
+    rate = f"{compute.throughput:.3g}" if compute.throughput < 100 else f"{compute.throughput:.0f}"
+    return f"{rate} {unit}/s ({compute.device or '?'})"
+
+
+def _seconds(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+COMPUTE_HEADER = ["encoder", "aggregator", "embedding dim", "encoder params", "GFLOPs", "throughput",
+                  "head params", "CV time (s)"]
+
+
+def compute_table(rows: Sequence[Row]) -> list[str]:
+    """The markdown lines of the compute table of ``rows`` (in that order)."""
+    lines = ["| " + " | ".join(COMPUTE_HEADER) + " |", "|---|---|" + "---:|" * (len(COMPUTE_HEADER) - 2)]
+    for row in rows:
+        lines.append("| " + " | ".join([row.encoder, row.aggregator, *_compute_cells(row)]) + " |")
+    return lines
+
+
+def _compute_cells(row: Row) -> list[str]:
+    c = row.compute
+    return [_int(c.embed_dim if c else None), _parameters(c.parameters if c else None), _gflops(c),
+            _throughput(c), _parameters(row.head_parameters), _seconds(row.cv_seconds)]
+
+
+def _compute_record(row: Row) -> dict[str, Any]:
+    c = row.compute or EncoderCompute()
+    return {"embed_dim": c.embed_dim, "encoder_parameters": c.parameters, "gflops": c.gflops,
+            "gflops_per": c.per if c.gflops is not None else None, "throughput": c.throughput,
+            "throughput_device": c.device or None, "head_parameters": row.head_parameters,
+            "cv_seconds": _nan_none(row.cv_seconds)}
+
+
+def _nan_none(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _metric_record(summary: Summary, metric: str, label: str = MACRO, prefix: str = "") -> dict[str, Any]:
+    name = prefix or metric
+    try:
+        m = summary.get(metric, label)
+    except KeyError:
+        return {name: None, f"{name}_std": None, f"{name}_ci_low": None, f"{name}_ci_high": None}
+    return {name: _nan_none(m.mean), f"{name}_std": _nan_none(m.std), f"{name}_ci_low": _nan_none(m.ci_low),
+            f"{name}_ci_high": _nan_none(m.ci_high)}
+
+
+def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
+    """Every table of a task board as records (numbers unrounded, undefined values ``None``), in the
+    board's order: ``leaderboard``, ``compute``, ``comparisons``, ``auroc_per_label``, ``scans_left_out``."""
+    rows = ranked(board.rows, board.metric)
+    metrics = ["auroc", "auprc", "f1_macro", "balanced_accuracy",
+               *(name for name, _, _ in board.extra_metrics)]
+    leaderboard = []
+    for rank, row in enumerate(rows, start=1):
+        record: dict[str, Any] = {"rank": rank, "encoder": row.encoder, "aggregator": row.aggregator,
+                                  "reference": row.reference}
+        for metric in dict.fromkeys(metrics):
+            record |= _metric_record(row.summary, metric)
+        record["auroc_repeat_std"] = _nan_none(_repeat_std(row.summary))
+        n = row.null
+        record |= {"null_mean": _nan_none(n.mean) if n else None, "null_low": _nan_none(n.low) if n else None,
+                   "null_high": _nan_none(n.high) if n else None,
+                   "permutation_p": _nan_none(n.p_value) if n else None}
+        leaderboard.append(record)
+    compute = [{"encoder": row.encoder, "aggregator": row.aggregator, **_compute_record(row)} for row in rows]
+    comparisons = [{"row": c.row, "reference": c.reference, "kind": c.kind, "metric": c.metric,
+                    "label": c.label, "difference": _nan_none(c.difference), "ci_low": _nan_none(c.ci_low),
+                    "ci_high": _nan_none(c.ci_high), "p": _nan_none(c.p_value), "p_holm": _nan_none(c.p_holm),
+                    "p_floor": _nan_none(c.p_floor)}
+                   for c in sorted(board.comparisons, key=lambda c: (c.kind, c.row))]
+    per_label = [{"encoder": row.encoder, "aggregator": row.aggregator, "label": label,
+                  **_metric_record(row.summary, "auroc", label)}
+                 for row in rows for label in board.label_names]
+    left_out = [{"scan_id": scan_id, "reason": reason}
+                for reason, ids in excluded_by_reason(board.excluded) for scan_id in ids]
+    return {"leaderboard": leaderboard, "compute": compute, "comparisons": comparisons,
+            "auroc_per_label": per_label, "scans_left_out": left_out}
 
 
 def _null_rows(board: TaskBoard) -> str:
@@ -241,24 +422,62 @@ def _num(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.3f}"
 
 
-def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version: str,
-                         left_out: Sequence[str] = (), provenance: str = "") -> str:
-    """Mean macro AUROC and mean rank of every (encoder, aggregator) across tasks."""
-    per_row: dict[str, dict[str, float]] = {}
-    ranks: dict[str, list[int]] = {}
-    names: dict[str, tuple[str, str]] = {}
-    for board in boards:
-        for rank, row in enumerate(ranked(board.rows, board.metric), start=1):
-            per_row.setdefault(row.name, {})[board.task] = _value(row.summary, "auroc")
-            ranks.setdefault(row.name, []).append(rank)
-            names[row.name] = (row.encoder, row.aggregator)
-    tasks = [board.task for board in boards]
+@dataclass
+class OverallStanding:
+    """Every (encoder, aggregator) across tasks: macro AUROC and rank per task, in board order."""
 
-    def mean_auroc(name: str) -> float:
-        values = [v for v in per_row[name].values() if not math.isnan(v)]
+    tasks: list[str]
+    order: list[str]
+    """Row names, best mean rank first (ties: higher mean macro AUROC)."""
+    names: dict[str, tuple[str, str]]
+    auroc: dict[str, dict[str, float]]
+    rank: dict[str, dict[str, int]]
+    rows: dict[str, list[Row]]
+    """The row of each task, in task order."""
+
+    def mean_rank(self, name: str) -> float:
+        return sum(self.rank[name].values()) / len(self.rank[name])
+
+    def mean_auroc(self, name: str) -> float:
+        values = [v for v in self.auroc[name].values() if not math.isnan(v)]
         return sum(values) / len(values) if values else math.nan
 
-    order = sorted(per_row, key=lambda n: (sum(ranks[n]) / len(ranks[n]), -mean_auroc(n)))
+
+def overall_standing(boards: Sequence[TaskBoard]) -> OverallStanding:
+    """Rank every row within each task board and combine the ranks across tasks."""
+    auroc: dict[str, dict[str, float]] = {}
+    rank: dict[str, dict[str, int]] = {}
+    names: dict[str, tuple[str, str]] = {}
+    rows: dict[str, list[Row]] = {}
+    for board in boards:
+        for position, row in enumerate(ranked(board.rows, board.metric), start=1):
+            auroc.setdefault(row.name, {})[board.task] = _value(row.summary, "auroc")
+            rank.setdefault(row.name, {})[board.task] = position
+            names[row.name] = (row.encoder, row.aggregator)
+            rows.setdefault(row.name, []).append(row)
+    standing = OverallStanding([board.task for board in boards], [], names, auroc, rank, rows)
+    standing.order = sorted(auroc, key=lambda n: (standing.mean_rank(n), -standing.mean_auroc(n)))
+    return standing
+
+
+def _overall_compute(standing: OverallStanding, name: str) -> Row:
+    """One row standing for ``name`` across tasks: its encoder's compute, the head parameters when every
+    task agrees, and the CV time summed over tasks."""
+    rows = standing.rows[name]
+    heads = {row.head_parameters for row in rows}
+    seconds = [row.cv_seconds for row in rows]
+    first = rows[0]
+    return Row(first.encoder, first.aggregator, first.summary, compute=first.compute,
+               head_parameters=heads.pop() if len(heads) == 1 else None,
+               cv_seconds=math.nan if any(math.isnan(v) for v in seconds) else sum(seconds))
+
+
+def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version: str,
+                         left_out: Sequence[str] = (), provenance: str = "",
+                         figures: Mapping[str, str] | None = None) -> str:
+    """Mean macro AUROC and mean rank of every (encoder, aggregator) across tasks, and what each costs."""
+    standing = overall_standing(boards)
+    tasks = standing.tasks
     lines = [
         "# Overall",
         "",
@@ -266,15 +485,42 @@ def render_overall_board(boards: Sequence[TaskBoard], *, benchmark: str, version
         "mean rank across tasks; each task's own board has the confidence intervals and paired tests.",
         *([provenance] if provenance else []),
         "",
-        "| encoder | aggregator | mean rank | mean macro AUROC | " + " | ".join(tasks) + " |",
-        "|---|---|---:|---|" + "---|" * len(tasks),
+        COMPUTE_NOTE + " Here the head parameters are shown when every task agrees (they depend on the "
+        "number of labels), and the CV time is summed over tasks.",
+        "",
+        "| encoder | aggregator | mean rank | mean macro AUROC | " + " | ".join(tasks) + " | "
+        + " | ".join(COMPUTE_HEADER[2:]) + " |",
+        "|---|---|---:|---|" + "---|" * len(tasks) + "---:|" * len(COMPUTE_HEADER[2:]),
     ]
-    for name in order:
-        encoder, aggregator = names[name]
-        cells = [f"{per_row[name][t]:.3f}" if t in per_row[name] else "–" for t in tasks]
-        mean_rank = sum(ranks[name]) / len(ranks[name])
-        lines.append(f"| {encoder} | {aggregator} | {mean_rank:.2f} | {mean_auroc(name):.3f} | "
-                     + " | ".join(cells) + " |")
+    for name in standing.order:
+        encoder, aggregator = standing.names[name]
+        cells = [f"{standing.auroc[name][t]:.3f}" if t in standing.auroc[name] else "–" for t in tasks]
+        cells += _compute_cells(_overall_compute(standing, name))
+        lines.append(f"| {encoder} | {aggregator} | {standing.mean_rank(name):.2f} | "
+                     f"{standing.mean_auroc(name):.3f} | " + " | ".join(cells) + " |")
+    for title, path in (figures or {}).items():
+        lines += ["", f"## {title}", "", f"![{title}]({path})"]
     if left_out:
         lines += ["", "## Encoders left out", "", *[f"- {item}" for item in left_out]]
     return "\n".join(lines) + "\n"
+
+
+def overall_tables(boards: Sequence[TaskBoard], left_out: Sequence[str] = ()
+                   ) -> dict[str, list[dict[str, Any]]]:
+    """The overall board's tables as records: ``overall`` (AUROC and rank per task), ``compute`` and
+    ``encoders_left_out``."""
+    standing = overall_standing(boards)
+    overall, compute = [], []
+    for name in standing.order:
+        encoder, aggregator = standing.names[name]
+        record: dict[str, Any] = {"encoder": encoder, "aggregator": aggregator,
+                                  "mean_rank": standing.mean_rank(name),
+                                  "mean_auroc": _nan_none(standing.mean_auroc(name))}
+        for task in standing.tasks:
+            record[f"auroc:{task}"] = _nan_none(standing.auroc[name].get(task))
+            record[f"rank:{task}"] = standing.rank[name].get(task)
+        overall.append(record)
+        compute.append({"encoder": encoder, "aggregator": aggregator,
+                        **_compute_record(_overall_compute(standing, name))})
+    return {"overall": overall, "compute": compute,
+            "encoders_left_out": [{"encoder": item} for item in left_out]}

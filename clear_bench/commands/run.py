@@ -32,11 +32,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_left_out(result) -> None:
-    """What a run could not include: encoders left out, then failed scans (the board lists them too)."""
+    """What a run could not include: encoders left out, then the scans left out of each task because their
+    extraction failed for some encoder (the boards list both)."""
     for item in result.left_out:
         print(f"left out: {item}", file=sys.stderr)
-    if result.failures:
-        print(f"{len(result.failures)} scan extraction(s) failed; those scans are left out of their task "
-              f"(see {result.run_dir / 'run.json'}):", file=sys.stderr)
+    scans = {task.board.task: len(task.board.excluded) for task in result.tasks if task.board.excluded}
+    if scans or result.failures:
+        where = ", ".join(f"{n} of {task}" for task, n in scans.items()) or "none evaluated"
+        print(f"{sum(scans.values())} scan(s) left out of their task ({where}): {len(result.failures)} scan "
+              f"extraction(s) failed (see {result.run_dir / 'run.json'}):", file=sys.stderr)
         for failure in result.failures[:20]:
             print(f"  - {failure}", file=sys.stderr)
+        if len(result.failures) > 20:
+            print(f"  ... and {len(result.failures) - 20} more", file=sys.stderr)

@@ -14,23 +14,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clear_bench.evaluation.calibration import DEFAULT_BINS, adaptive_bins
 from clear_bench.figures import save_png
+from clear_bench.plots.style import MARKERS, OKABE_ITO, colour, linestyle, pyplot
 
 if TYPE_CHECKING:
     from clear_bench.evaluation.crossval import CrossValResult
-
-OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442")
-"""Okabe-Ito colours (colour-blind safe), yellow last: it is the hardest to see on white."""
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
-LINESTYLES = ("-", "--", ":")
+    from clear_bench.plots.data import RowFolds
 
 
-def pooled_fold(result: CrossValResult, fold_index: int) -> tuple[np.ndarray, np.ndarray]:
+def pooled_fold(result: CrossValResult | RowFolds, fold_index: int) -> tuple[np.ndarray, np.ndarray]:
     """``(targets, probabilities)`` of one fold's test set, labels pooled one-vs-rest, both ``[n * L]``."""
     fold = result.folds[fold_index]
     probs = np.asarray(fold.test_probs, dtype=np.float64).reshape(len(fold.test_ids), -1)
@@ -40,7 +37,7 @@ def pooled_fold(result: CrossValResult, fold_index: int) -> tuple[np.ndarray, np
     return np.asarray(y, dtype=np.float64).reshape(probs.shape).ravel(), probs.ravel()
 
 
-def fold_curves(result: CrossValResult, bins: int = DEFAULT_BINS) -> np.ndarray:
+def fold_curves(result: CrossValResult | RowFolds, bins: int = DEFAULT_BINS) -> np.ndarray:
     """``[n_folds, 2, bins]``: per fold, the mean probability (row 0) and the observed frequency (row 1)
     of each adaptive bin of its pooled test scores; ``nan`` for an empty bin."""
     curves = np.full((len(result.folds), 2, bins), np.nan)
@@ -54,7 +51,8 @@ def fold_curves(result: CrossValResult, bins: int = DEFAULT_BINS) -> np.ndarray:
     return curves
 
 
-def reliability_curve(result: CrossValResult, bins: int = DEFAULT_BINS) -> tuple[np.ndarray, np.ndarray]:
+def reliability_curve(result: CrossValResult | RowFolds,
+                      bins: int = DEFAULT_BINS) -> tuple[np.ndarray, np.ndarray]:
     """``(mean probability, observed frequency)`` per bin, each the mean over folds of the fold's bin
     (folds where it is empty are skipped); bins empty in every fold are dropped."""
     curves = fold_curves(result, bins)
@@ -65,9 +63,15 @@ def reliability_curve(result: CrossValResult, bins: int = DEFAULT_BINS) -> tuple
     return mean[0, keep], mean[1, keep]
 
 
-def reliability_diagram(results: Mapping[str, CrossValResult], path: Path, *, title: str,
+def reliability_diagram(results: Mapping[str, CrossValResult | RowFolds], path: Path, *, title: str,
                         bins: int = DEFAULT_BINS) -> Path:
-    """Write a reliability diagram PNG to ``path`` (atomically): one line per row of ``results``.
+    """Write :func:`reliability_figure` as a PNG to ``path`` (atomically)."""
+    return save_png(reliability_figure(results, title=title, bins=bins), path, dpi=120, bbox_inches="tight")
+
+
+def reliability_figure(results: Mapping[str, CrossValResult | RowFolds], *, title: str,
+                       bins: int = DEFAULT_BINS) -> Any:
+    """A reliability diagram: one line per row of ``results``.
 
     x is the mean predicted probability of each adaptive (equal-mass) bin, y the observed frequency; the
     dotted diagonal is perfect calibration. Labels are pooled one-vs-rest within each fold and the
@@ -76,11 +80,7 @@ def reliability_diagram(results: Mapping[str, CrossValResult], path: Path, *, ti
     """
     if not results:
         raise ValueError("no result to draw")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     curves = {}
     for name, result in results.items():
         if not result.folds:
@@ -92,9 +92,8 @@ def reliability_diagram(results: Mapping[str, CrossValResult], path: Path, *, ti
     fig, ax = plt.subplots(figsize=(6.4, 6.4 + 0.24 * legend_rows))
     ax.plot([0, 1], [0, 1], linestyle=":", color="#7f7f7f", linewidth=1.2, label="perfect calibration")
     for i, (name, ((x, y), n_folds)) in enumerate(curves.items()):
-        ax.plot(x, y, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
-                linestyle=LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)], linewidth=1.6,
-                markersize=5, label=f"{name} ({n_folds} folds)")
+        ax.plot(x, y, color=colour(i), marker=MARKERS[i % len(MARKERS)], linestyle=linestyle(i),
+                linewidth=1.6, markersize=5, label=f"{name} ({n_folds} folds)")
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="mean predicted probability",
            ylabel="observed frequency")
     ax.grid(True, color="#e5e5e5", linewidth=0.6)
@@ -103,7 +102,8 @@ def reliability_diagram(results: Mapping[str, CrossValResult], path: Path, *, ti
             transform=ax.transAxes, ha="center", va="bottom", fontsize=7, color="#555555")
     ax.set_title(title, fontsize=11, pad=14)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=columns, fontsize=8, frameon=False)
-    return save_png(fig, path, dpi=120, bbox_inches="tight")
+    return fig
 
 
-__all__ = ["OKABE_ITO", "fold_curves", "pooled_fold", "reliability_curve", "reliability_diagram"]
+__all__ = ["OKABE_ITO", "fold_curves", "pooled_fold", "reliability_curve", "reliability_diagram",
+           "reliability_figure"]

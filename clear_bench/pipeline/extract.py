@@ -3,15 +3,24 @@
 Returns what it embedded and what failed, per task; later stages read that result, never a shared
 object. With ``embed=False`` (``clear-bench evaluate``) encoders are only built, to know their cache
 identity, and nothing is embedded.
+
+Each encoder's cost is recorded as well: parameters, the FLOPs of one forward pass (counted on the meta
+device, so nothing is computed) and the measured throughput of the extraction that made its embeddings,
+kept beside its cache entries (``<cache>/<encoder key>/throughput.json``) so that a cached rerun reports
+the figure of the run that extracted.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache, encoder_description
 from clear_bench.components import build_encoder
 from clear_bench.data.slices import SlicePlan
@@ -19,6 +28,7 @@ from clear_bench.errors import WeightsNotFoundError
 from clear_bench.evaluation.bags import Bag
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.extraction import ExtractionReport, extract, load_bags, slice_plan_for
+from clear_bench.leaderboard import EncoderCompute
 from clear_bench.pipeline.plan import LeftOut, PlannedEncoder, RunPlan
 from clear_bench.specs import Encoder, ScanSource, stable_hash
 
@@ -32,6 +42,9 @@ class EncoderRecord:
     planned: PlannedEncoder
     encoder: Encoder
     plan: SlicePlan
+    compute: EncoderCompute = field(default_factory=EncoderCompute)
+    cache_key: str = ""
+    """The encoder part of its cache entries' keys (the folder they live in)."""
 
     @property
     def id(self) -> str:
@@ -96,6 +109,8 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
         slice_plan = slice_plan_for(encoder, windows=prep.windows, window_mode=prep.window_mode,
                                     slice_step=prep.slice_step, slice_spacing_mm=prep.slice_spacing_mm,
                                     image_size=prep.image_size)
+        description = encoder_description(encoder)
+        reports = []
         for task in plan.tasks if embed else ():
             ids = sorted(task.data.labels)
             report = extract(encoder, task.data.source, select(task.ref.id, ids) if select else ids,
@@ -104,14 +119,78 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
                              progress=progress, force=force)
             log.info("encoder %s x task %s: %s", ref.id, task.ref.id, report.summary())
             result.reports.append((ref.id, task.ref.id, report))
-            for failure in report.failed:
-                result.failed[task.ref.id].setdefault(failure.scan_id, str(failure))
+            reports.append(report)
+            for failure in report.failed:  # the reason names the encoder, not the scan: boards group them
+                where = f" ({failure.file})" if failure.file and failure.file not in failure.error else ""
+                result.failed[task.ref.id].setdefault(failure.scan_id, f"{ref.id}{where}: {failure.error}")
                 result.failures.append(f"{ref.id} / {task.ref.id}: {failure}")
         # The model is not needed past extraction; keep only what identifies the cache entries.
         encoder.model = encoder.model.to("meta")
-        result.records.append(EncoderRecord(planned, encoder, slice_plan))
+        cache_key = stable_hash(description, 16)
+        measured = throughput(cache.root / cache_key / THROUGHPUT_FILE, reports)
+        compute = EncoderCompute(int(encoder.embed_dim), parameter_count(encoder.model),
+                                 forward_gflops(encoder, slice_plan), encoder.input_kind,
+                                 measured.get("throughput"), measured.get("device", ""),
+                                 list(slice_plan.windows) if slice_plan.input == "windowed" else [])
+        result.records.append(EncoderRecord(planned, encoder, slice_plan, compute, cache_key))
         gc.collect()
     return result
+
+
+THROUGHPUT_FILE = "throughput.json"
+
+
+def throughput(path: Path, reports: Sequence[ExtractionReport]) -> dict[str, Any]:
+    """The throughput of an encoder's extraction: measured now when ``reports`` embedded at least as many
+    inputs as the measurement stored at ``path`` (which it then replaces), else the stored one; ``{}``
+    when nothing was ever measured. ``throughput`` is inputs per second of forward passes."""
+    stored: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+    instances = sum(r.instances for r in reports)
+    forward = sum(r.forward_seconds for r in reports)
+    if instances and forward > 0 and instances >= int(stored.get("instances", 0)):
+        devices = sorted({r.device for r in reports if r.instances})
+        stored = {"instances": instances, "forward_seconds": forward,
+                  "seconds": sum(r.seconds for r in reports if r.instances),
+                  "throughput": instances / forward, "device": ", ".join(devices),
+                  "precision": ", ".join(sorted({r.precision for r in reports if r.instances}))}
+        atomic_write_text(path, json.dumps(stored, indent=1, sort_keys=True))
+    return stored
+
+
+def parameter_count(model: Any) -> int:
+    """Parameters of a model (works on the meta device)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def forward_gflops(encoder: Encoder, plan: SlicePlan) -> float | None:
+    """GFLOPs of one forward pass on one input of the encoder's shape (a slice ``[1, C, S, S]``, or a
+    volume ``[1, C, D, S, S]`` when its depth is declared), counted by torch's FlopCounterMode on the
+    meta device (matrix products and convolutions; nothing is computed). ``None`` when it cannot run."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size, channels = plan.image_size, plan.channels
+    if encoder.input_kind == "volume":
+        if not encoder.preprocessing.depth:
+            return None
+        shape: tuple[int, ...] = (1, channels, encoder.preprocessing.depth, size, size)
+    else:
+        shape = (1, channels, size, size)
+    model = encoder.model
+    try:
+        if any(p.device.type != "meta" for p in model.parameters()):
+            return None
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(shape, device="meta"))
+    except Exception as error:  # an op without a meta kernel: the figure is left out, not the encoder
+        log.info("encoder %s: FLOPs not counted (%s)", encoder.label, error)
+        return None
+    return counter.get_total_flops() / 1e9
 
 
 @dataclass
@@ -121,6 +200,9 @@ class CachedBags:
     cache: EmbeddingCache
     record: EncoderRecord
     source: ScanSource
+    fingerprint: str = ""
+    """The fingerprint of the last bags loaded or peeked at (the embedding set a task's rows were
+    evaluated on)."""
 
     @property
     def label(self) -> str:
@@ -144,6 +226,7 @@ class CachedBags:
         fingerprint = stable_hash({"encoder": encoder_description(self.record.encoder),
                                    "plan": self.record.plan.fingerprint(),
                                    "scans": [self.source.fingerprint(i) for i in scan_ids]})
+        self.fingerprint = fingerprint
         return fingerprint, self.record.encoder.embed_dim
 
 

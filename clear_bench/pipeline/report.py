@@ -2,14 +2,20 @@
 
 Layout of a run folder (``load_results`` reads it back)::
 
-    run.json                                  what ran: encoders, tasks, scans and encoders left out
-    leaderboards/<task>.md, overall.md        also copied to the benchmark's leaderboard_dir
-    tasks/<task>/results/cells.json           one entry per (encoder, head): files, weights, controls
+    run.json                                  what ran and how (the manifest), what the boards state
+    tasks/<task>/results/cells.json           one entry per (encoder, head): files, weights, null, cost,
+                                              fold keys (the folds live in tasks/<task>/folds/<key>.npz)
     tasks/<task>/results/<row>.json           the row's summary (every metric, per label and macro)
     tasks/<task>/results/<row>.predictions.csv  out-of-fold probabilities
     tasks/<task>/results/comparisons.json     the declared comparisons of the board
-    leaderboards/<task>.pairs.csv             the all-pairs matrix (exploratory, Holm over the matrix)
-    leaderboards/<task>.reliability.png       reliability diagram of every row (per-fold bins, averaged)
+    tasks/<task>/results/pairs.json           the all-pairs matrix (exploratory, Holm over the matrix)
+    tasks/<task>/results/labels.json          the labels of the task's scans (targets of the plots)
+    tasks/<task>/results/attention.json       the scans of the attention plot, with their lesion slices
+    leaderboards/<task>.md, overall.md        the boards (also written to the benchmark's leaderboard_dir),
+                                              beside them every table as CSV and JSON and the plots (PNG)
+
+The boards and plots are rendered from those stored files alone (:func:`render_boards`, also
+``clear-bench leaderboard RUN_DIR``), so a run folder regenerates them byte for byte.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import csv
 import importlib.metadata
 import io
 import json
+import logging
 import math
 import platform
 import subprocess
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +37,36 @@ import numpy as np
 
 from clear_bench import __version__
 from clear_bench.atomic import atomic_write_bytes, atomic_write_text
+from clear_bench.errors import DataError
+from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
-from clear_bench.evaluation.crossval import CrossValResult
-from clear_bench.evaluation.reliability import reliability_diagram
-from clear_bench.leaderboard import render_overall_board, render_task_board
+from clear_bench.evaluation.crossval import CrossValResult, load_fold
+from clear_bench.evaluation.reliability import reliability_figure
+from clear_bench.figures import png_bytes
+from clear_bench.leaderboard import (
+    EncoderCompute,
+    NullSummary,
+    Row,
+    TaskBoard,
+    overall_standing,
+    overall_tables,
+    ranked,
+    render_overall_board,
+    render_task_board,
+    task_tables,
+)
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
+from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
+from clear_bench.plots.ranks import rank_heatmap
+from clear_bench.plots.style import DPI
+from clear_bench.specs import AggregatorSpec
+
+log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 1
-PROVENANCE_PACKAGES = ("torch", "timm", "numpy", "scipy", "scikit-learn", "pandas", "h5py")
+PROVENANCE_PACKAGES = ("torch", "timm", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "h5py",
+                       "matplotlib")
 """Third-party packages whose versions a board states (with every clear_bench plugin distribution)."""
 
 
@@ -82,50 +110,105 @@ def provenance_line(info: dict[str, Any]) -> str:
     return f"Produced from {commit}; Python {info['python']}, {packages}."
 
 
+@dataclass
+class AttentionScans:
+    """The test scans whose attention a task's plot shows, and their lesion slices (when the source has
+    lesion boxes; ``None`` when it cannot say)."""
+
+    scan_ids: list[str]
+    lesion_slices: dict[str, list[int] | None] = field(default_factory=dict)
+
+
+ATTENTION_SCANS = 3
+"""Test scans per task whose attention along the slice axis is plotted for every row."""
+
+
+def choose_attention_scans(labels: Mapping[str, np.ndarray], label_type: str,
+                           count: int = ATTENTION_SCANS) -> list[str]:
+    """The scans of a task's attention plot: the first scans (by id) with a positive label (a class above
+    the first, for multi-class), and the first without one."""
+    def positive(scan_id: str) -> bool:
+        label = np.asarray(labels[scan_id]).reshape(-1)
+        return bool(label[0] > 0) if label_type == "multiclass" else bool(label.any())
+
+    ids = sorted(labels)
+    chosen = [i for i in ids if positive(i)][:max(count - 1, 1)] + [i for i in ids if not positive(i)][:1]
+    chosen += [i for i in ids if i not in chosen][:count - len(chosen)]
+    return sorted(chosen[:count])
+
+
+def fill_costs(result: TaskResult, encoders: Mapping[str, EncoderCompute],
+               heads: Mapping[str, AggregatorSpec], references: Sequence[str] = ()) -> None:
+    """Put on every row of ``result`` what it costs and whether its encoder is a reference: the encoder's
+    compute (``encoders``: by row label), the head's parameters (built on the meta device from
+    ``heads``: by aggregator name) and the cross-validation time of its folds."""
+    floors = {c.reference for c in result.board.comparisons if c.kind == "floor"}
+    for cell in result.cells:
+        row = cell.row
+        row.compute = encoders.get(row.encoder, row.compute)
+        row.reference = row.reference or row.encoder in references or row.name in floors
+        row.cv_seconds = float(sum(fold.seconds for run in cell.results for fold in run.folds))
+        spec = heads.get(cell.result.aggregator)
+        dim = row.compute.embed_dim if row.compute else None
+        if spec is not None and dim:
+            row.head_parameters = head_parameters(spec, dim, len(cell.result.label_names),
+                                                  cell.result.options)
+
+
+def head_parameters(spec: AggregatorSpec, dim: int, n_outputs: int, options: Mapping[str, Any]) -> int | None:
+    """Trainable parameters of the head ``spec`` builds for ``dim``-d instances (on the meta device)."""
+    import torch
+
+    if spec.fit is not None:  # a closed-form probe builds no module
+        return None
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            model = spec.build(dim, n_outputs, dict(options))
+    except Exception as error:  # a head that cannot be built on meta: the figure is left out
+        log.info("head %s: parameters not counted (%s)", spec.name, error)
+        return None
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
 def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path,
                  leaderboard_dirs: Sequence[Path] = (), left_out: Sequence[str] = (),
-                 manifest: dict[str, Any] | None = None) -> list[Path]:
-    """Write every task's results and board, the overall board and ``run.json``; returns the boards."""
+                 manifest: dict[str, Any] | None = None,
+                 attention: Mapping[str, AttentionScans] | None = None,
+                 encoders: Mapping[str, EncoderCompute] | None = None,
+                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = ()
+                 ) -> list[Path]:
+    """Write every task's results and ``run.json``, then the boards and plots from those stored results
+    alone (as ``clear-bench leaderboard`` does); returns the boards written.
+
+    ``attention``: the scans of each task's attention plot (default: :func:`choose_attention_scans`, no
+    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`."""
     for result in results:
-        write_task_results(result)
-    boards = [result.board for result in results]
+        fill_costs(result, encoders or {}, heads or {}, references)
+        shown = (attention or {}).get(result.board.task)
+        if shown is None and result.cells:
+            labels = result.cells[0].result.labels
+            shown = AttentionScans(choose_attention_scans(labels, result.board.label_type))
+        write_task_results(result, shown)
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
-    origin = provenance(folders)
-    line = provenance_line(origin)
-    written = []
-    for result in results:  # every artefact is made once, then placed in each leaderboard folder
-        board = result.board
-        stem = safe_filename(board.task)
-        files = {f"{stem}.pairs.csv": pairs_csv(board.pairs).encode()}
-        board.files = {"all-pairs matrix": f"{stem}.pairs.csv"}
-        if result.cells:
-            png = reliability_diagram({c.row.name: c.result for c in result.cells},
-                                      folders[0] / f"{stem}.reliability.png",
-                                      title=f"{board.task}: reliability")
-            files[png.name] = png.read_bytes()
-            board.files["reliability diagram"] = png.name
-        files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=__version__,
-                                                   provenance=line).encode()
-        for folder in folders:
-            for name, data in files.items():
-                if not (folder == folders[0] and name.endswith(".png")):
-                    atomic_write_bytes(folder / name, data)
-            written.append(folder / f"{stem}.md")
-    if boards:
-        overall = render_overall_board(boards, benchmark=benchmark, version=__version__, left_out=left_out,
-                                       provenance=line)
-        for folder in folders:
-            written.append(atomic_write_text(folder / "overall.md", overall))
-    if manifest is not None:
-        body = {"benchmark": benchmark, "clear_bench_version": __version__, "results_format": RESULTS_FORMAT,
-                "provenance": origin,
-                **manifest, "tasks_evaluated": [r.board.task for r in results]}
-        atomic_write_text(run_dir / "run.json", json.dumps(_finite(body), indent=1, sort_keys=True))
-    return sorted(set(written))
+    write_manifest(run_dir, benchmark=benchmark, results=results, left_out=left_out, manifest=manifest,
+                   origin=provenance(folders))
+    return render_boards(run_dir, folders)
 
 
-def write_task_results(result: TaskResult) -> None:
-    """Every cell's summary JSON and predictions CSV, the cell index and the comparisons of one task."""
+def write_manifest(run_dir: Path, *, benchmark: str, results: Sequence[TaskResult], left_out: Sequence[str],
+                   manifest: Mapping[str, Any] | None, origin: Mapping[str, Any]) -> Path:
+    """``run.json``: what ran, where it came from, and what the boards need besides the task results."""
+    body = {"benchmark": benchmark, "clear_bench_version": __version__, "results_format": RESULTS_FORMAT,
+            "provenance": dict(origin), **(manifest or {}),
+            "tasks_evaluated": [r.board.task for r in results], "encoders_left_out": list(left_out)}
+    return atomic_write_text(run_dir / "run.json", json.dumps(_finite(body), indent=1, sort_keys=True,
+                                                              default=str))
+
+
+def write_task_results(result: TaskResult, attention: AttentionScans | None = None) -> None:
+    """Every cell's summary JSON and predictions CSV, the cell index (with every cell's cost and fold
+    keys), the comparisons, the all-pairs matrix, the scans' labels and the scans of the attention plot
+    of one task: everything :func:`load_boards` needs."""
     folder = result.task_dir / "results"
     index = []
     for cell in result.cells:
@@ -133,19 +216,257 @@ def write_task_results(result: TaskResult) -> None:
         summary = json.dumps(cell.summary.to_dict(), indent=1, sort_keys=True)
         atomic_write_text(folder / f"{stem}.json", summary)
         atomic_write_text(folder / f"{stem}.predictions.csv", predictions_csv(cell.results))
-        null = asdict(cell.row.null) if cell.row.null else None
-        index.append({"encoder": cell.row.encoder, "aggregator": cell.row.aggregator,
-                      "weights": cell.row.weights, "null": null,
+        row = cell.row
+        null = asdict(row.null) if row.null else None
+        index.append({"encoder": row.encoder, "aggregator": row.aggregator,
+                      "weights": row.weights, "null": null, "reference": row.reference,
+                      "compute": row.compute.to_dict() if row.compute else None,
+                      "head_parameters": row.head_parameters, "cv_seconds": row.cv_seconds,
+                      "folds": [[fold.key for fold in run.folds] for run in cell.results],
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
     atomic_write_text(folder / "cells.json", json.dumps(_finite({
         "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
         "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
+        "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
     comparisons = [asdict(c) for c in board.comparisons]
     atomic_write_text(folder / "comparisons.json", json.dumps(_finite(comparisons), indent=1, sort_keys=True))
+    pairs = [asdict(c) for c in board.pairs]
+    atomic_write_text(folder / "pairs.json", json.dumps(_finite(pairs), indent=1, sort_keys=True))
+    labels = result.cells[0].result.labels if result.cells else {}
+    atomic_write_text(folder / "labels.json", json.dumps(
+        {i: np.asarray(v).reshape(-1).tolist() for i, v in sorted(labels.items())}, sort_keys=True))
+    shown = {"scan_ids": list(attention.scan_ids), "lesion_slices": attention.lesion_slices} if attention \
+        else {"scan_ids": [], "lesion_slices": {}}
+    atomic_write_text(folder / "attention.json", json.dumps(shown, indent=1, sort_keys=True))
+
+
+@dataclass
+class StoredTask:
+    """One task's board rebuilt from a run folder, with what its plots read."""
+
+    board: TaskBoard
+    rows: dict[str, RowFolds]
+    """The first repeat's folds of every row, by row name."""
+    attention: AttentionScans
+
+
+def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
+    """Rebuild one task's :class:`TaskBoard` and plot data from ``tasks/<task>/results``."""
+    def read(name: str) -> Any:
+        path = results_dir / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing (this run folder was written by an older clear-bench, or the "
+                            "run has not finished); rerun the benchmark to write it") from None
+        except ValueError as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from None
+
+    index = read("cells.json")
+    labels = {i: np.asarray(v) for i, v in read("labels.json").items()}
+    folds_dir = results_dir.parent / "folds"
+    rows, plots = [], {}
+    for cell in index["cells"]:
+        null = NullSummary(**{k: (math.nan if v is None else v) for k, v in cell["null"].items()}) \
+            if cell.get("null") else None
+        if null is not None:
+            null.values = [math.nan if v is None else v for v in null.values]
+        compute = EncoderCompute.from_dict(cell["compute"]) if cell.get("compute") else None
+        cv_seconds = cell.get("cv_seconds")
+        row = Row(cell["encoder"], cell["aggregator"], Summary.from_dict(read(cell["summary"])),
+                  cell.get("weights", ""), null, bool(cell.get("reference")), compute,
+                  cell.get("head_parameters"), math.nan if cv_seconds is None else float(cv_seconds))
+        rows.append(row)
+        keys = cell.get("folds") or [[]]
+        missing = [key for key in keys[0] if not (folds_dir / f"{key}.npz").is_file()]
+        if missing:
+            raise DataError(f"{folds_dir}: fold results of '{row.name}' are missing ({', '.join(missing)})")
+        plots[row.name] = RowFolds(index["label_type"], list(index["label_names"]), labels,
+                                   [load_fold(folds_dir / f"{key}.npz") for key in keys[0]])
+    board = TaskBoard(index["task"], index["label_type"], list(index["label_names"]), int(index["n_scans"]),
+                      int(index["n_folds"]), rows,
+                      [PairedComparison.from_dict(c) for c in read("comparisons.json")],
+                      list(index["excluded"]), metric=index["metric"],
+                      extra_metrics=[tuple(m) for m in index.get("extra_metrics", [])], level=index["level"],
+                      repeats=int(index["repeats"]), permutations=int(index["permutations"]),
+                      null_heads=list(index["null_heads"]),
+                      pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
+                      left_out_encoders=list(left_out))
+    shown = read("attention.json")
+    return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
+
+
+def load_boards(run_dir: Path) -> tuple[dict[str, Any], list[StoredTask]]:
+    """``run.json`` and every evaluated task of the run folder, rebuilt from its stored results."""
+    manifest_path = run_dir / "run.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{run_dir}: no run.json (not a clear-bench run folder, or the run has not finished)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as error:
+        raise DataError(f"{manifest_path}: not valid JSON ({error})") from None
+    for key in ("benchmark", "tasks_evaluated", "provenance"):
+        if key not in manifest:
+            raise DataError(f"{manifest_path}: no '{key}' (written by an older clear-bench; rerun the "
+                            "benchmark)")
+    left_out = manifest.get("encoders_left_out", [])
+    tasks = [load_task(run_dir / "tasks" / safe_filename(task) / "results", left_out)
+             for task in manifest["tasks_evaluated"]]
+    return manifest, tasks
+
+
+def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
+    """Write every board, table and plot of the run folder into each of ``folders``, from the stored
+    results alone; returns the boards written. The same stored results give the same bytes."""
+    manifest, tasks = load_boards(run_dir)
+    benchmark, version = manifest["benchmark"], manifest.get("clear_bench_version", __version__)
+    line = provenance_line(manifest["provenance"])
+    left_out = manifest.get("encoders_left_out", [])
+    files: dict[str, bytes] = {}
+    for task in tasks:
+        files.update(task_files(task, benchmark=benchmark, version=version, provenance=line))
+    boards = [task.board for task in tasks]
+    if boards:
+        files.update(overall_files(boards, benchmark=benchmark, version=version, provenance=line,
+                                   left_out=left_out))
+    written = []
+    for folder in folders:
+        for name, data in files.items():
+            path = atomic_write_bytes(Path(folder) / name, data)
+            if name.endswith(".md"):
+                written.append(path)
+    return sorted(written)
+
+
+TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",
+               "auroc_per_label": ".auroc-per-label", "scans_left_out": ".scans-left-out",
+               "overall": "", "encoders_left_out": ".encoders-left-out"}
+"""The CSV of each table beside a board: ``<board><suffix>.csv``."""
+
+
+def _table_files(stem: str, tables: Mapping[str, list[dict[str, Any]]]) -> dict[str, bytes]:
+    files = {f"{stem}.json": (json.dumps(_finite(dict(tables)), indent=1) + "\n").encode()}
+    for name, records in tables.items():
+        csv_text = records_csv(records, EMPTY_TABLE_COLUMNS.get(name, ()))
+        files[f"{stem}{TABLE_FILES[name]}.csv"] = csv_text.encode()
+    return files
+
+
+def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: str) -> dict[str, bytes]:
+    """Every file beside one task's board, by file name: the board, its tables, the all-pairs matrix and
+    the plots."""
+    board = task.board
+    stem = safe_filename(board.task)
+    tables = task_tables(board)
+    files = _table_files(stem, tables)
+    files[f"{stem}.pairs.csv"] = pairs_csv(board.pairs).encode()
+    board.files = {"tables (JSON)": f"{stem}.json", "table (CSV)": f"{stem}.csv",
+                   "compute (CSV)": f"{stem}.compute.csv", "comparisons (CSV)": f"{stem}.comparisons.csv",
+                   "AUROC per label (CSV)": f"{stem}.auroc-per-label.csv",
+                   "all-pairs matrix": f"{stem}.pairs.csv"}
+    board.figures = {}
+    for title, suffix, data in task_plots(task):
+        files[f"{stem}.{suffix}.png"] = data
+        board.figures[title] = f"{stem}.{suffix}.png"
+    files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=version,
+                                            provenance=provenance).encode()
+    return files
+
+
+def task_plots(task: StoredTask) -> list[tuple[str, str, bytes]]:
+    """``(title, file suffix, PNG bytes)`` of every plot of one task board."""
+    board = task.board
+    if not board.rows:
+        return []
+    rows = ranked(board.rows, board.metric)
+    plots = [("Macro AUROC per row", "forest", png_bytes(forest_figure(
+        [ForestRow(row.name, *_interval(row.summary), reference=row.reference) for row in rows],
+        title=f"{board.task}: macro AUROC", xlabel="macro AUROC, mean over folds [95% bootstrap CI]"),
+        dpi=DPI, bbox_inches="tight"))]
+    with_folds = {row.name: task.rows[row.name] for row in rows if task.rows[row.name].folds}
+    if with_folds:
+        plots.append(("ROC curves per row", "roc", png_bytes(
+            roc_figure(with_folds, title=f"{board.task}: ROC curves"), dpi=DPI)))
+        traces = attention_traces(task, [row.name for row in rows if row.name in with_folds])
+        if traces:
+            lesions = {i: s for i, s in task.attention.lesion_slices.items() if s}
+            plots.append(("Attention along the slice axis", "attention", png_bytes(attention_figure(
+                traces, task.attention.scan_ids, lesions, title=f"{board.task}: attention"), dpi=DPI)))
+        plots.append(("Reliability diagram", "reliability", png_bytes(
+            reliability_figure(with_folds, title=f"{board.task}: reliability"), dpi=120,
+            bbox_inches="tight")))
+    return plots
+
+
+def attention_traces(task: StoredTask, names: Sequence[str]) -> dict[str, list[AttentionTrace | None]]:
+    """Per row, the attention of each scan of the task's attention plot under the fold model that had it
+    in its test set (``None`` where no fold tested it)."""
+    if not task.attention.scan_ids:
+        return {}
+    windows = {row.name: (row.compute.windows if row.compute else []) for row in task.board.rows}
+    traces: dict[str, list[AttentionTrace | None]] = {}
+    for name in names:
+        found: list[AttentionTrace | None] = []
+        for scan_id in task.attention.scan_ids:
+            trace = None
+            for fold in task.rows[name].folds:
+                if scan_id in fold.test_ids:
+                    r = fold.test_ids.index(scan_id)
+                    trace = AttentionTrace(scan_id, np.asarray(fold.slice_index[r]),
+                                           np.asarray(fold.window_id[r]),
+                                           np.asarray(fold.attention[r], dtype=np.float64), windows[name])
+                    break
+            found.append(trace)
+        if any(t is not None and len(t.attention) for t in found):
+            traces[name] = found
+    return traces
+
+
+def _interval(summary: Summary) -> tuple[float, float, float]:
+    try:
+        m = summary.get("auroc")
+    except KeyError:
+        return math.nan, math.nan, math.nan
+    return m.mean, m.ci_low, m.ci_high
+
+
+def overall_files(boards: Sequence[TaskBoard], *, benchmark: str, version: str, provenance: str,
+                  left_out: Sequence[str]) -> dict[str, bytes]:
+    """The overall board, its tables and the rank heat map, by file name."""
+    files = _table_files("overall", overall_tables(boards, left_out))
+    files["overall.ranks.png"] = png_bytes(rank_heatmap(overall_standing(boards), title=benchmark),
+                                           dpi=DPI, bbox_inches="tight")
+    files["overall.md"] = render_overall_board(
+        boards, benchmark=benchmark, version=version, left_out=left_out, provenance=provenance,
+        figures={"Ranks across tasks": "overall.ranks.png"}).encode()
+    return files
+
+
+EMPTY_TABLE_COLUMNS = {"scans_left_out": ["scan_id", "reason"], "encoders_left_out": ["encoder"],
+                       "comparisons": ["row", "reference", "kind", "metric", "label", "difference", "ci_low",
+                                       "ci_high", "p", "p_holm", "p_floor"]}
+"""The header of a table that has no row."""
+
+
+def records_csv(records: Sequence[Mapping[str, Any]], columns: Sequence[str] = ()) -> str:
+    """Records as CSV (columns: the keys of the first record, else ``columns``; undefined values empty)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = list(records[0]) if records else list(columns)
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([_csv_value(record.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else value
 
 
 def predictions_csv(results: Sequence[CrossValResult]) -> str:

@@ -7,10 +7,18 @@ is left out of that task for every encoder, so all rows of a board are scored on
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache
 from clear_bench.config import BenchmarkConfig
 from clear_bench.extraction import resolve_device
@@ -23,11 +31,10 @@ from clear_bench.pipeline.evaluate import (
 )
 from clear_bench.pipeline.extract import CachedBags, Extraction, extract_embeddings
 from clear_bench.pipeline.plan import PlannedTask, RunPlan, plan_run
-from clear_bench.pipeline.report import write_report
+from clear_bench.pipeline.report import AttentionScans, choose_attention_scans, write_report
 from clear_bench.registry import Registry
 
 log = logging.getLogger(__name__)
-
 
 @dataclass
 class RunResult:
@@ -39,7 +46,7 @@ class RunResult:
     left_out: list[str] = field(default_factory=list)
     """Encoders that could not take part, with the reason."""
     failures: list[str] = field(default_factory=list)
-    """Scans that failed for some encoder, one line each (they are left out of that task)."""
+    """Failed extractions, one line per (encoder, task, scan); their scans are left out of that task."""
 
 
 def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missing: bool = True,
@@ -49,28 +56,51 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     With ``extract_missing=False`` (``clear-bench evaluate``) nothing is embedded or pretrained: every
     embedding must already be in the cache.
     """
+    timings: dict[str, float] = {}
+    started = tick = time.perf_counter()
     config.output_dir.mkdir(parents=True, exist_ok=True)
     device = str(resolve_device(config.device))
     cache = EmbeddingCache(config.cache_dir)
     plan = plan_run(config, registry, pretrain=extract_missing)
+    timings["plan"], tick = time.perf_counter() - tick, time.perf_counter()
     extraction = extract_embeddings(plan, cache, device, embed=extract_missing, progress=progress)
+    timings["extract"], tick = time.perf_counter() - tick, time.perf_counter()
     protocol = EvaluationProtocol.from_crossval(config.crossval, device)
-    results = []
+    compute = {record.label: record.compute for record in extraction.records}
+    references = [record.label for record in extraction.records if record.planned.spec.reference]
+    heads = {head.spec.name: head.spec for head in plan.heads}
+    results, attention, embedding_sets = [], {}, {}
     for task in plan.tasks:
-        result = evaluate_task(task_inputs(task, extraction), [CachedBags(cache, r, task.data.source)
-                                                                for r in extraction.records],
-                               plan.heads, protocol, registry.metrics_for(task.spec.label_type),
+        inputs = task_inputs(task, extraction)
+        sources = [CachedBags(cache, r, task.data.source) for r in extraction.records]
+        metrics = registry.metrics_for(task.spec.label_type)
+        result = evaluate_task(inputs, sources, plan.heads, protocol, metrics,
                                task_folder(config.output_dir, task.ref.id))
+        timings[f"evaluate:{task.ref.id}"], tick = time.perf_counter() - tick, time.perf_counter()
+        embedding_sets[task.ref.id] = {source.record.id: {"encoder_key": source.record.cache_key,
+                                                          "bagset": source.fingerprint} for source in sources}
         if result is not None:
+            attention[task.ref.id] = attention_scans(task, inputs)
             results.append(result)
     left_out = [f"`{item.encoder_id}`: {item.reason}" for item in extraction.left_out]
+    manifest = _manifest(config, plan, extraction, protocol, results, embedding_sets, timings)
     boards = write_report(results, benchmark=config.name, run_dir=config.output_dir,
-                          leaderboard_dirs=[config.leaderboard_dir], left_out=left_out,
-                          manifest=_manifest(config, plan, extraction))
+                          leaderboard_dirs=[config.leaderboard_dir], left_out=left_out, manifest=manifest,
+                          attention=attention, encoders=compute, heads=heads, references=references)
+    timings["report"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
+    _record_timings(config.output_dir / "run.json", timings)
     for path in boards:
         log.info("leaderboard: %s", path)
     return RunResult(config.output_dir, boards, results, [str(item) for item in extraction.left_out],
                      extraction.failures)
+
+
+def _record_timings(path: Path, timings: Mapping[str, float]) -> None:
+    """Add the report stage's and the whole run's time to ``run.json`` (written before they were known)."""
+    body = json.loads(path.read_text())
+    body["timings_seconds"] = dict(timings)
+    atomic_write_text(path, json.dumps(body, indent=1, sort_keys=True))
 
 
 def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
@@ -84,14 +114,77 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric)
 
 
-def _manifest(config: BenchmarkConfig, plan: RunPlan, extraction: Extraction) -> dict:
+def attention_scans(task: PlannedTask, inputs: TaskInputs) -> AttentionScans:
+    """The scans of a task's attention plot (:func:`choose_attention_scans`) and the slices of each that
+    carry a lesion box, read from the source (``None`` when it cannot be read)."""
+    lesions: dict[str, list[int] | None] = {}
+    chosen = choose_attention_scans(inputs.labels, inputs.label_type)
+    for scan_id in chosen:
+        try:
+            lesions[scan_id] = sorted(int(s) for s in task.data.source.load(scan_id).lesion_slices())
+        except Exception as error:  # the plot loses its lesion marks, the run goes on
+            log.info("task %s: lesion slices of %s not read (%s)", task.ref.id, scan_id, error)
+            lesions[scan_id] = None
+    return AttentionScans(chosen, lesions)
+
+
+def hardware(device: str) -> dict[str, Any]:
+    """CPU model and cores, and the GPU when the run used one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+                            "device": device}
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index or 0
+        info["gpu"] = torch.cuda.get_device_name(index)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1)
+    return info
+
+
+def _resolved(config: BenchmarkConfig) -> dict[str, Any]:
+    """The benchmark config as resolved (defaults filled in), JSON-ready."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def _manifest(config: BenchmarkConfig, plan: RunPlan, extraction: Extraction, protocol: EvaluationProtocol,
+              results: Sequence[TaskResult], embedding_sets: Mapping[str, Any],
+              timings: Mapping[str, float]) -> dict:
+    seeds = {"benchmark": config.seed, "crossval": protocol.seed, "training": protocol.train.seed,
+             "splits": [protocol.split_seed(r) for r in range(protocol.repeats)],
+             "permutations": [protocol.seed + 1000 + i for i in range(protocol.permutations)]}
     return {
         "config": str(config.path),
+        "config_resolved": _resolved(config),
+        "hardware": hardware(str(protocol.train.device)),
+        "seeds": seeds,
+        "timings_seconds": dict(timings),
         "encoders": [{"id": r.id, "name": r.planned.ref.name, "label": r.label,
                       "weights_digest": r.encoder.weights_digest, "random_init": r.encoder.random_init,
-                      "reference": r.planned.spec.reference, "embed_dim": r.encoder.embed_dim}
+                      "reference": r.planned.spec.reference, "embed_dim": r.encoder.embed_dim,
+                      "cache_key": r.cache_key, "compute": r.compute.to_dict()}
                      for r in extraction.records],
         "tasks": [{"id": t.ref.id, "name": t.ref.name, "scans": len(t.data.labels),
-                   "left_out": sorted(extraction.failed.get(t.ref.id, {}))} for t in plan.tasks],
+                   "left_out": sorted(extraction.failed.get(t.ref.id, {})),
+                   "left_out_reasons": dict(sorted(extraction.failed.get(t.ref.id, {}).items())),
+                   "embedding_sets": embedding_sets.get(t.ref.id, {})} for t in plan.tasks],
+        "split_fingerprints": {r.board.task: sorted({run.split_fingerprint for cell in r.cells
+                                                     for run in cell.results}) for r in results},
+        "encoders_left_out_reasons": {item.encoder_id: item.reason for item in extraction.left_out},
         "failures": [*(str(item) for item in extraction.left_out), *extraction.failures],
     }

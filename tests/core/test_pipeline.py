@@ -63,7 +63,8 @@ def test_run_writes_task_and_overall_boards(first_run) -> None:
 
 def test_encoder_without_weights_is_left_out_and_reported(first_run) -> None:
     config, board, _ = first_run
-    assert "vit-missing-weights" not in board
+    assert "| vit-missing-weights |" not in board  # no row; listed among the encoders left out
+    assert "- `vit-missing-weights`: lecl-vit: no checkpoint" in board
     manifest = json.loads((config.parent / "run" / "run.json").read_text())
     [failure] = [f for f in manifest["failures"] if "vit-missing-weights" in f]
     assert "no checkpoint given" in failure

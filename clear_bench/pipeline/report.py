@@ -57,6 +57,7 @@ from clear_bench.leaderboard import (
 )
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
+from clear_bench.pipeline.statistics import json_finite as _finite
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
 from clear_bench.plots.ranks import rank_heatmap
 from clear_bench.plots.style import DPI
@@ -491,14 +492,3 @@ def pairs_csv(pairs: Sequence[PairedComparison]) -> str:
         values = (c.difference, c.ci_low, c.ci_high, c.p_value, c.p_holm)
         writer.writerow([c.row, c.reference, c.metric, *(f"{v:.6g}" for v in values)])
     return buffer.getvalue()
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: undefined values become null."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -86,7 +86,7 @@ class StatsCache:
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # unreadable or from an older layout: computed again and replaced
         value = compute()
-        atomic_write_text(path, json.dumps(_finite(encode(value)), sort_keys=True))
+        atomic_write_text(path, json.dumps(json_finite(encode(value)), sort_keys=True))
         return value
 
 
@@ -137,13 +137,14 @@ def _code_digest(function: Callable) -> str:
     return stable_hash(digests)
 
 
-def _finite(value: Any) -> Any:
+def json_finite(value: Any) -> Any:
+    """``value`` with every NaN float made ``None`` (JSON has no NaN), through dicts, lists and tuples."""
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_finite(v) for v in value]
     return value
 
 

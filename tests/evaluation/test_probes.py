@@ -18,7 +18,6 @@ from clear_bench.evaluation.splits import ensure_splits
 from clear_bench.evaluation.synthetic import planted_bags
 from clear_bench.pipeline.evaluate import EvaluationProtocol, TaskInputs, evaluate_task
 from clear_bench.pipeline.plan import PlannedHead
-from clear_bench.specs import resolve_options
 
 SPECS = {spec.name: spec for spec in clear_bench_aggregators()}
 CONFIG = TrainConfig(epochs=2, lr=1e-2, batch_size=8, patience=2)
@@ -119,8 +118,6 @@ def test_probe_rows_sit_on_the_board_beside_the_mil_heads(tmp_path: Path) -> Non
     heads = [PlannedHead(ComponentRef(name, name, options), SPECS[name])
              for name, options in (("abmil", {"hidden_dim": 8, "attention_dim": 8}), ("linear-probe", {}),
                                    ("knn-probe", {}))]
-    for head in heads:
-        resolve_options(head.spec.options, head.ref.options)
     protocol = EvaluationProtocol(folds=3, seed=0, val_fraction=0.2, bootstrap=30, train=CONFIG,
                                   comparison_resamples=200, permutations=2, workers=1)
     result = evaluate_task(TaskInputs("task", "multilabel", ["a", "b"], labels),

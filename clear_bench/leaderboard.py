@@ -327,6 +327,29 @@ def _seconds(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
+MEASURED_COLUMNS = ("throughput", "CV time (s)")
+"""Compute columns that are measured, not computed: they differ between two independent runs."""
+
+
+def mask_measured(board: str) -> str:
+    """``board``'s markdown with the cells of :data:`MEASURED_COLUMNS` blanked: what two independent runs
+    of the same benchmark must agree on byte for byte."""
+    lines, masked = board.split("\n"), []
+    columns: list[int] = []
+    for line in lines:
+        if not line.startswith("|"):
+            columns = []
+        else:
+            cells = line.split("|")
+            if not columns and any(c.strip() in MEASURED_COLUMNS for c in cells):
+                columns = [i for i, c in enumerate(cells) if c.strip() in MEASURED_COLUMNS]
+            elif columns and not set(line) <= set("|-: "):
+                cells = [" ~ " if i in columns else c for i, c in enumerate(cells)]
+                line = "|".join(cells)
+        masked.append(line)
+    return "\n".join(masked)
+
+
 COMPUTE_HEADER = ["encoder", "aggregator", "embedding dim", "encoder params", "GFLOPs", "throughput",
                   "head params", "CV time (s)"]
 

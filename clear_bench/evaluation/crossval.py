@@ -172,10 +172,13 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
                                      bagset_fingerprint, results_dir, code_version, folds)
     if pending and aggregator.fit is not None:
         n_outputs = _outputs(runs, label_type, label_names)
+        # Pooled once for every fold, run and permutation: only the rows and labels differ between them.
+        max_pool = aggregator.fit(resolved, 0).max_pool
+        features = pooled_features(bags, torch.arange(len(bags)), max_pool=max_pool)
+        targets = {id(run): _targets(bags.ids, run.labels, label_type, n_outputs).numpy() for run in runs}
         for run, result, slot, splits, index, key, path in pending:
-            targets = _targets(bags.ids, run.labels, label_type, n_outputs).numpy()
-            fold_result = _fit_probe_fold(bags, targets, label_type, splits, index, key, aggregator, resolved,
-                                          fold_seed(config.seed, index))
+            fold_result = _fit_probe_fold(bags, features, targets[id(run)], label_type, splits, index, key,
+                                          aggregator, resolved, fold_seed(config.seed, index))
             if path is not None:
                 save_fold(fold_result, path)
             result.folds[slot] = fold_result
@@ -289,23 +292,23 @@ def _predict_fold(bags: PaddedBags, label_type: str, splits: Splits, index: int,
     )
 
 
-def _fit_probe_fold(bags: PaddedBags, targets: np.ndarray, label_type: str, splits: Splits, index: int,
-                    key: str, aggregator: AggregatorSpec, options: dict[str, Any], seed: int) -> FoldResult:
-    """Fit a closed-form probe (``aggregator.fit``) on the fold's training rows; its attention is the
-    uniform weight of mean pooling."""
+def _fit_probe_fold(bags: PaddedBags, features: np.ndarray, targets: np.ndarray, label_type: str,
+                    splits: Splits, index: int, key: str, aggregator: AggregatorSpec, options: dict[str, Any],
+                    seed: int) -> FoldResult:
+    """Fit a closed-form probe (``aggregator.fit``) on the fold's training rows of ``features`` (one pooled
+    row per bag); its attention is the uniform weight of mean pooling."""
     started = time.perf_counter()
     fold = splits.folds[index]
     probe = aggregator.fit(options, seed)
     rows = {part: bags.rows(getattr(fold, part)) for part in ("train", "val", "test")}
-    features = {part: pooled_features(bags, r, max_pool=probe.max_pool) for part, r in rows.items()}
-    train_targets = targets[rows["train"].numpy()]
-    probe.fit(features["train"], train_targets, label_type)
+    train, val, test = (rows[part].numpy() for part in ("train", "val", "test"))
+    probe.fit(features[train], targets[train], label_type)
     lengths = bags.lengths[rows["test"]].numpy()
     slices = bags.slice_index[rows["test"]].numpy()
     windows = bags.window_id[rows["test"]].numpy()
     return FoldResult(
-        index, key, list(fold.test), np.asarray(probe.predict(features["test"]), dtype=np.float32),
-        list(fold.val), np.asarray(probe.predict(features["val"]), dtype=np.float32),
+        index, key, list(fold.test), np.asarray(probe.predict(features[test]), dtype=np.float32),
+        list(fold.val), np.asarray(probe.predict(features[val]), dtype=np.float32),
         [np.full(n, 1.0 / max(n, 1), dtype=np.float32) for n in lengths],
         [slices[r, :n].copy() for r, n in enumerate(lengths)],
         [windows[r, :n].copy() for r, n in enumerate(lengths)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,41 +10,27 @@ import pytest
 from clear_bench.builtin import clear_bench_aggregators, clear_bench_metrics
 from clear_bench.config import ComponentRef
 from clear_bench.errors import UserError
-from clear_bench.evaluation.bags import Bag
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.synthetic import planted_bags
 from clear_bench.leaderboard import render_task_board
 from clear_bench.pipeline.evaluate import EvaluationProtocol, TaskInputs, evaluate_task
+from clear_bench.pipeline.features import FolderBags
 from clear_bench.pipeline.plan import PlannedHead
 
 SPECS = {spec.name: spec for spec in clear_bench_aggregators()}
 
 
-@dataclass
-class MemoryBags:
+def memory(label: str, bags: dict, role: EncoderRole) -> FolderBags:
     """An encoder's bags held in memory (what the cache or a features folder would serve)."""
-
-    label: str
-    bags: dict[str, Bag]
-    role: EncoderRole
-
-    @property
-    def weights(self) -> str:
-        return "in memory"
-
-    def load(self, scan_ids):
-        return {i: self.bags[i] for i in scan_ids}, f"memory-{self.label}"
-
-    def peek(self, scan_ids):
-        return f"memory-{self.label}", next(iter(self.bags.values())).embeddings.shape[1]
+    return FolderBags(label, "in memory", bags, f"memory-{label}", role)
 
 
 def board(tmp_path: Path, workers: int, null_heads: tuple[str, ...] | None = None) -> tuple[str, list]:
     signal, labels = planted_bags(30, 12, 6, n_labels=2, n_signal=3, amplitude=3.0, seed=1)
     noise, _ = planted_bags(30, 12, 4, n_labels=2, amplitude=0.0, seed=2)
-    encoders = [MemoryBags("floor", noise, EncoderRole("floor", reference=True)),
-                MemoryBags("signal", signal, EncoderRole("signal"))]
+    encoders = [memory("floor", noise, EncoderRole("floor", reference=True)),
+                memory("signal", signal, EncoderRole("signal"))]
     heads = [PlannedHead(ComponentRef(name, name, options), SPECS[name])
              for name, options in (("abmil", {"hidden_dim": 8, "attention_dim": 8}),
                                    ("mean-pool", {"hidden_dim": 8}))]

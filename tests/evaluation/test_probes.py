@@ -17,6 +17,7 @@ from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
 from clear_bench.evaluation.synthetic import planted_bags
 from clear_bench.pipeline.evaluate import EvaluationProtocol, TaskInputs, evaluate_task
+from clear_bench.pipeline.features import FolderBags
 from clear_bench.pipeline.plan import PlannedHead
 
 SPECS = {spec.name: spec for spec in clear_bench_aggregators()}
@@ -105,24 +106,16 @@ def test_probe_rows_sit_on_the_board_beside_the_mil_heads(tmp_path: Path) -> Non
     signal, labels = planted_bags(40, 10, 6, n_labels=2, n_signal=None, amplitude=1.0, seed=6)
     noise, _ = planted_bags(40, 10, 4, n_labels=2, amplitude=0.0, seed=7)
 
-    class Memory:
-        def __init__(self, label, bags, role):
-            self.label, self.bags, self.role, self.weights = label, bags, role, "in memory"
-
-        def load(self, ids):
-            return {i: self.bags[i] for i in ids}, f"memory-{self.label}"
-
-        def peek(self, ids):
-            return f"memory-{self.label}", next(iter(self.bags.values())).embeddings.shape[1]
-
     heads = [PlannedHead(ComponentRef(name, name, options), SPECS[name])
              for name, options in (("abmil", {"hidden_dim": 8, "attention_dim": 8}), ("linear-probe", {}),
                                    ("knn-probe", {}))]
     protocol = EvaluationProtocol(folds=3, seed=0, val_fraction=0.2, bootstrap=30, train=CONFIG,
                                   comparison_resamples=200, permutations=2, workers=1)
     result = evaluate_task(TaskInputs("task", "multilabel", ["a", "b"], labels),
-                           [Memory("floor", noise, EncoderRole("floor", reference=True)),
-                            Memory("signal", signal, EncoderRole("signal"))],
+                           [FolderBags("floor", "in memory", noise, "memory-floor",
+                                       EncoderRole("floor", reference=True)),
+                            FolderBags("signal", "in memory", signal, "memory-signal",
+                                       EncoderRole("signal"))],
                            heads, protocol, clear_bench_metrics(), tmp_path)
     auroc = {(row.encoder, row.aggregator): row.summary.get("auroc").mean for row in result.board.rows}
     assert auroc["signal", "linear-probe"] > 0.9 and auroc["signal", "knn-probe"] > 0.8

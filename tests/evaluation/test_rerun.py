@@ -10,44 +10,35 @@ import pytest
 
 from clear_bench.builtin import clear_bench_aggregators, clear_bench_metrics
 from clear_bench.config import ComponentRef
-from clear_bench.evaluation.bags import Bag
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.synthetic import planted_bags
 from clear_bench.leaderboard import render_task_board
 from clear_bench.pipeline import statistics
 from clear_bench.pipeline.evaluate import EvaluationProtocol, TaskInputs, evaluate_task
+from clear_bench.pipeline.features import FolderBags
 from clear_bench.pipeline.plan import PlannedHead
 
 SPECS = {spec.name: spec for spec in clear_bench_aggregators()}
 
 
 @dataclass
-class CountingBags:
+class CountingBags(FolderBags):
     """An encoder's bags in memory that counts how often evaluation reads them."""
 
-    label: str
-    bags: dict[str, Bag]
-    role: EncoderRole
     loads: list[int] = field(default_factory=list)
-
-    @property
-    def weights(self) -> str:
-        return "in memory"
 
     def load(self, scan_ids):
         self.loads.append(len(scan_ids))
-        return {i: self.bags[i] for i in scan_ids}, f"memory-{self.label}"
-
-    def peek(self, scan_ids):
-        return f"memory-{self.label}", next(iter(self.bags.values())).embeddings.shape[1]
+        return super().load(scan_ids)
 
 
 def evaluate(folder: Path, bootstrap: int = 40):
     signal, labels = planted_bags(24, 10, 5, n_labels=2, n_signal=3, amplitude=3.0, seed=3)
     noise, _ = planted_bags(24, 10, 4, n_labels=2, amplitude=0.0, seed=4)
-    encoders = [CountingBags("floor", noise, EncoderRole("floor", reference=True)),
-                CountingBags("signal", signal, EncoderRole("signal"))]
+    encoders = [CountingBags("floor", "in memory", noise, "memory-floor",
+                             EncoderRole("floor", reference=True)),
+                CountingBags("signal", "in memory", signal, "memory-signal", EncoderRole("signal"))]
     abmil = ComponentRef("abmil", "abmil", {"hidden_dim": 8, "attention_dim": 8})
     heads = [PlannedHead(abmil, SPECS["abmil"])]
     protocol = EvaluationProtocol(folds=3, seed=0, val_fraction=0.2, bootstrap=bootstrap,

@@ -147,6 +147,8 @@ def load_results(run_dir: str | Path) -> Results:
                    "gflops_per": compute.get("per") if compute.get("gflops") is not None else None,
                    "throughput": compute.get("throughput"),
                    "throughput_device": compute.get("device") or None,
+                   "throughput_measured": compute.get("measured", "extraction")
+                   if compute.get("throughput") is not None else None,
                    "head_parameters": cell.get("head_parameters"), "cv_seconds": cell.get("cv_seconds")}
             for metric in summary["metrics"]:
                 metrics.append({**key, **{k: metric[k] for k in ("metric", "label", "mean", "std", "ci_low",

@@ -50,6 +50,9 @@ class EncoderCompute:
     """Inputs per second through the model during extraction (forward passes only)."""
     device: str = ""
     """Where ``throughput`` was measured."""
+    measured: str = "extraction"
+    """``extraction``: during the extraction that made the embeddings; ``probe``: timed forward passes on
+    blank inputs, for embeddings extracted before throughput was recorded."""
     windows: list[str] = field(default_factory=list)
     """The window names, in the order of the window ids of the encoder's instances."""
 
@@ -318,7 +321,8 @@ def _throughput(compute: EncoderCompute | None) -> str:
         return "–"
     unit = "slices" if compute.per == "slice" else "volumes"
     rate = f"{compute.throughput:.3g}" if compute.throughput < 100 else f"{compute.throughput:.0f}"
-    return f"{rate} {unit}/s ({compute.device or '?'})"
+    probe = ", probe" if compute.measured == "probe" else ""
+    return f"{rate} {unit}/s ({compute.device or '?'}{probe})"
 
 
 def _seconds(value: float) -> str:
@@ -372,7 +376,9 @@ def _compute_record(row: Row) -> dict[str, Any]:
     c = row.compute or EncoderCompute()
     return {"embed_dim": c.embed_dim, "encoder_parameters": c.parameters, "gflops": c.gflops,
             "gflops_per": c.per if c.gflops is not None else None, "throughput": c.throughput,
-            "throughput_device": c.device or None, "head_parameters": row.head_parameters,
+            "throughput_device": c.device or None,
+            "throughput_measured": c.measured if c.throughput is not None else None,
+            "head_parameters": row.head_parameters,
             "cv_seconds": _nan_none(row.cv_seconds)}
 
 

@@ -124,14 +124,19 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
                 where = f" ({failure.file})" if failure.file and failure.file not in failure.error else ""
                 result.failed[task.ref.id].setdefault(failure.scan_id, f"{ref.id}{where}: {failure.error}")
                 result.failures.append(f"{ref.id} / {task.ref.id}: {failure}")
-        # The model is not needed past extraction; keep only what identifies the cache entries.
-        encoder.model = encoder.model.to("meta")
         cache_key = stable_hash(description, 16)
         measured = throughput(cache.root / cache_key / THROUGHPUT_FILE, reports)
-        compute = EncoderCompute(int(encoder.embed_dim), parameter_count(encoder.model),
-                                 forward_gflops(encoder, slice_plan), encoder.input_kind,
-                                 measured.get("throughput"), measured.get("device", ""),
-                                 list(slice_plan.windows) if slice_plan.input == "windowed" else [])
+        if not measured:
+            measured = probe_throughput(encoder, slice_plan, device, settings.batch_size, settings.precision,
+                                        cache.root / cache_key / THROUGHPUT_FILE)
+        # The model is not needed past extraction; keep only what identifies the cache entries.
+        encoder.model = encoder.model.to("meta")
+        compute = EncoderCompute(
+            embed_dim=int(encoder.embed_dim), parameters=parameter_count(encoder.model),
+            gflops=forward_gflops(encoder, slice_plan), per=encoder.input_kind,
+            throughput=measured.get("throughput"), device=measured.get("device", ""),
+            measured=measured.get("measured", "extraction"),
+            windows=list(slice_plan.windows) if slice_plan.input == "windowed" else [])
         result.records.append(EncoderRecord(planned, encoder, slice_plan, compute, cache_key))
         gc.collect()
     return result
@@ -157,9 +162,51 @@ def throughput(path: Path, reports: Sequence[ExtractionReport]) -> dict[str, Any
         stored = {"instances": instances, "forward_seconds": forward,
                   "seconds": sum(r.seconds for r in reports if r.instances),
                   "throughput": instances / forward, "device": ", ".join(devices),
-                  "precision": ", ".join(sorted({r.precision for r in reports if r.instances}))}
+                  "precision": ", ".join(sorted({r.precision for r in reports if r.instances})),
+                  "measured": "extraction"}
         atomic_write_text(path, json.dumps(stored, indent=1, sort_keys=True))
     return stored
+
+
+def probe_throughput(encoder: Encoder, plan: SlicePlan, device: str, batch_size: int, precision: str,
+                     path: Path) -> dict[str, Any]:
+    """Time forward passes of blank inputs (one warm-up, then one batch of up to 32 slices, or one volume)
+    at the extraction's device and precision, and store the figure at ``path`` marked ``probe``: for
+    embeddings that were all served from a cache written before throughput was recorded. ``{}`` when the
+    model cannot run (it is then left without a figure)."""
+    import time
+
+    import torch
+
+    from clear_bench.extraction.device import encoder_precision, resolve_device
+
+    dev = resolve_device(device)
+    resolved = encoder_precision(encoder, precision, dev)
+    size, channels = plan.image_size, plan.channels
+    if encoder.input_kind == "volume":
+        if not encoder.preprocessing.depth:
+            return {}
+        batch, shape = 1, (channels, encoder.preprocessing.depth, size, size)
+    else:
+        batch, shape = max(1, min(batch_size, 32)), (channels, size, size)
+    try:
+        model = encoder.model.eval().to(dev)
+        autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=resolved == "bf16")
+        with torch.inference_mode(), autocast:
+            model(torch.zeros((1, *shape), device=dev)).float().cpu()
+            tick = time.perf_counter()
+            model(torch.zeros((batch, *shape), device=dev)).float().cpu()  # .cpu() waits for the device
+            seconds = time.perf_counter() - tick
+    except Exception as error:  # a figure is left out, not the encoder
+        log.info("encoder %s: throughput not probed (%s)", encoder.label, error)
+        return {}
+    measured = {"instances": 0, "probe_instances": batch, "forward_seconds": seconds, "seconds": seconds,
+                "throughput": batch / seconds if seconds > 0 else None, "device": str(dev),
+                "precision": resolved, "measured": "probe"}
+    atomic_write_text(path, json.dumps(measured, indent=1, sort_keys=True))
+    log.info("encoder %s: no recorded extraction throughput; probed %.1f inputs/s on %s", encoder.label,
+             measured["throughput"] or 0.0, dev)
+    return measured
 
 
 def parameter_count(model: Any) -> int:

@@ -60,7 +60,7 @@ from clear_bench.pipeline.evaluate import TaskResult
 from clear_bench.pipeline.statistics import json_finite as _finite
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
 from clear_bench.plots.ranks import rank_heatmap
-from clear_bench.plots.style import DPI
+from clear_bench.plots.style import DPI, GRID_DPI
 from clear_bench.specs import AggregatorSpec
 
 log = logging.getLogger(__name__)
@@ -391,12 +391,12 @@ def task_plots(task: StoredTask) -> list[tuple[str, str, bytes]]:
     with_folds = {row.name: task.rows[row.name] for row in rows if task.rows[row.name].folds}
     if with_folds:
         plots.append(("ROC curves per row", "roc", png_bytes(
-            roc_figure(with_folds, title=f"{board.task}: ROC curves"), dpi=DPI)))
+            roc_figure(with_folds, title=f"{board.task}: ROC curves"), dpi=GRID_DPI)))
         traces = attention_traces(task, [row.name for row in rows if row.name in with_folds])
         if traces:
             lesions = {i: s for i, s in task.attention.lesion_slices.items() if s}
             plots.append(("Attention along the slice axis", "attention", png_bytes(attention_figure(
-                traces, task.attention.scan_ids, lesions, title=f"{board.task}: attention"), dpi=DPI)))
+                traces, task.attention.scan_ids, lesions, title=f"{board.task}: attention"), dpi=GRID_DPI)))
         plots.append(("Reliability diagram", "reliability", png_bytes(
             reliability_figure(with_folds, title=f"{board.task}: reliability"), dpi=120,
             bbox_inches="tight")))
@@ -422,7 +422,10 @@ def attention_traces(task: StoredTask, names: Sequence[str]) -> dict[str, list[A
                                            np.asarray(fold.attention[r], dtype=np.float64), windows[name])
                     break
             found.append(trace)
-        if any(t is not None and len(t.attention) for t in found):
+        drawn = [t for t in found if t is not None and len(t.attention)]
+        # a head that weighs every instance alike (mean pooling) has nothing to show along the slices
+        if drawn and not all(np.ptp(t.attention) <= 1e-9 * max(1.0, float(np.abs(t.attention).max()))
+                             for t in drawn):
             traces[name] = found
     return traces
 

@@ -38,8 +38,8 @@ def attention_figure(traces: Mapping[str, Sequence[AttentionTrace | None]], scan
         raise ValueError("no attention to draw")
     plt = pyplot()
     n_rows, n_cols = len(traces), len(scan_ids)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 1.5 * n_rows + 1.1), squeeze=False,
-                             sharex="col")
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols, 1.5 * n_rows + 1.4), squeeze=False,
+                             layout="constrained")
     names: dict[str, int] = {}
     for r, (row, row_traces) in enumerate(traces.items()):
         for c, scan_id in enumerate(scan_ids):
@@ -58,10 +58,9 @@ def attention_figure(traces: Mapping[str, Sequence[AttentionTrace | None]], scan
                             markersize=3, linewidth=1.0)
             ax.grid(True, color=GRID, linewidth=0.5)
             ax.tick_params(labelsize=6)
-            if r == 0:
-                ax.set_title(f"scan {scan_id}", fontsize=8)
+            ax.set_title(f"{row} · scan {scan_id}", fontsize=7)
             if c == 0:
-                ax.set_ylabel(row.replace(" + ", "\n+ "), fontsize=7)
+                ax.set_ylabel("attention", fontsize=7)
             if r == n_rows - 1:
                 ax.set_xlabel("slice index", fontsize=7)
     handles = [plt.Line2D([], [], color=colour(k), marker=MARKERS[k % len(MARKERS)], markersize=4,
@@ -69,8 +68,8 @@ def attention_figure(traces: Mapping[str, Sequence[AttentionTrace | None]], scan
     if any(lesion_slices.get(s) for s in scan_ids):
         handles.append(plt.Rectangle((0, 0), 1, 1, color="#bbbbbb", alpha=0.6, label="lesion slice"))
     fig.suptitle(f"{title}\nattention weight of each instance (one series per window), each scan under the "
-                 "fold model that had it in its test set", fontsize=10)
-    fig.legend(handles=handles, loc="lower center", ncol=min(5, max(1, len(handles))), fontsize=8,
+                 "fold model that had it in its test set;\nrows whose head weighs every instance alike (mean "
+                 "pooling) are not drawn", fontsize=10)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(5, max(1, len(handles))), fontsize=8,
                frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     return fig

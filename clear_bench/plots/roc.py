@@ -37,8 +37,8 @@ def roc_figure(rows: Mapping[str, RowFolds], *, title: str, columns: int = 3) ->
     names = list(first.label_names)
     columns = min(columns, len(rows))
     lines = math.ceil(len(rows) / columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(3.1 * columns, 3.1 * lines + 0.9), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.1 * columns, 3.2 * lines + 1.0), squeeze=False,
+                             layout="constrained")
     for ax, (name, row) in zip(axes.flat, rows.items(), strict=False):
         ax.plot([0, 1], [0, 1], linestyle=":", color=MUTED, linewidth=0.8)
         for j in range(len(names)):
@@ -63,6 +63,6 @@ def roc_figure(rows: Mapping[str, RowFolds], *, title: str, columns: int = 3) ->
     noun = "class (one-vs-rest)" if first.label_type == "multiclass" else "label"
     fig.suptitle(f"{title}\nthin: each fold's curve per {noun}; bold: their mean (fold models never pooled)",
                  fontsize=10)
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(handles) / 4), 1, 0.95), h_pad=1.6)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
     return fig

@@ -12,6 +12,8 @@ LINESTYLES = ("-", "--", ":")
 GRID = "#e5e5e5"
 MUTED = "#555555"
 DPI = 100
+GRID_DPI = 80
+"""For the grids of small panels (ROC curves, attention): one panel per row keeps them large already."""
 
 
 def pyplot() -> Any:

@@ -227,3 +227,19 @@ def test_roc_curves_are_fold_wise_one_vs_rest_and_skip_single_class_folds() -> N
     assert fold_roc_curves(single, 1) == []
     figure = roc_figure({"a + abmil": row, "b + abmil": row}, title="t")
     assert len(figure.axes) == 2
+
+
+def test_a_cache_without_a_recorded_throughput_gets_a_probe(bench: Path) -> None:
+    """Embeddings cached before throughput was recorded: the figure is probed on blank inputs, said so,
+    and kept; the next extraction of as many inputs replaces it. (Last: it rewrites the module's boards.)"""
+    for path in (bench / "cache").glob("*/throughput.json"):
+        path.unlink()
+    assert main(["evaluate", str(bench / "tiny.yaml")]) == 0
+    board = (bench / "boards" / "lesion-location.md").read_text()
+    vit = next(line for line in board.split("## Compute", 1)[1].splitlines()
+               if line.startswith("| vit-tiny (random init) | abmil |"))
+    assert re.search(r"\| [\d.]+ slices/s \(cpu, probe\) \|", vit)
+    stored = [json.loads(p.read_text()) for p in (bench / "cache").glob("*/throughput.json")]
+    assert len(stored) == 2 and all(s["measured"] == "probe" and s["throughput"] > 0 for s in stored)
+    rows = clear_bench.load_results(bench / "run").rows
+    assert set(rows["throughput_measured"]) == {"probe"}

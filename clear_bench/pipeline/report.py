@@ -11,6 +11,8 @@ Layout of a run folder (``load_results`` reads it back)::
     tasks/<task>/results/pairs.json           the all-pairs matrix (exploratory, Holm over the matrix)
     tasks/<task>/results/labels.json          the labels of the task's scans (targets of the plots)
     tasks/<task>/results/attention.json       the scans of the attention plot, with their lesion slices
+    plots/<kind>-<key>.png                    every plot drawn, by the hash of what it draws (a rerun whose
+                                              results did not change reads them instead of drawing)
     leaderboards/<task>.md, overall.md        the boards (also written to the benchmark's leaderboard_dir),
                                               beside them every table as CSV and JSON and the plots (PNG)
 
@@ -42,7 +44,6 @@ from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult, load_fold
 from clear_bench.evaluation.reliability import reliability_figure
-from clear_bench.figures import png_bytes
 from clear_bench.leaderboard import (
     EncoderCompute,
     NullSummary,
@@ -59,6 +60,7 @@ from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
 from clear_bench.pipeline.statistics import json_finite as _finite
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
+from clear_bench.plots.cache import PlotCache
 from clear_bench.plots.ranks import rank_heatmap
 from clear_bench.plots.style import DPI, GRID_DPI
 from clear_bench.specs import AggregatorSpec
@@ -324,16 +326,19 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
     """Write every board, table and plot of the run folder into each of ``folders``, from the stored
     results alone; returns the boards written. The same stored results give the same bytes."""
     manifest, tasks = load_boards(run_dir)
+    plots = PlotCache(run_dir / "plots")
     benchmark, version = manifest["benchmark"], manifest.get("clear_bench_version", __version__)
     line = provenance_line(manifest["provenance"])
     left_out = manifest.get("encoders_left_out", [])
     files: dict[str, bytes] = {}
     for task in tasks:
-        files.update(task_files(task, benchmark=benchmark, version=version, provenance=line))
+        files.update(task_files(task, benchmark=benchmark, version=version, provenance=line, plots=plots))
     boards = [task.board for task in tasks]
     if boards:
         files.update(overall_files(boards, benchmark=benchmark, version=version, provenance=line,
-                                   left_out=left_out))
+                                   left_out=left_out, plots=plots))
+    plots.prune()
+    log.info("plots: %d drawn, %d unchanged since the last rendering", plots.drawn, plots.reused)
     written = []
     for folder in folders:
         for name, data in files.items():
@@ -357,9 +362,10 @@ def _table_files(stem: str, tables: Mapping[str, list[dict[str, Any]]]) -> dict[
     return files
 
 
-def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: str) -> dict[str, bytes]:
+def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: str,
+               plots: PlotCache | None = None) -> dict[str, bytes]:
     """Every file beside one task's board, by file name: the board, its tables, the all-pairs matrix and
-    the plots."""
+    the plots (drawn, or read back from ``plots``)."""
     board = task.board
     stem = safe_filename(board.task)
     tables = task_tables(board)
@@ -370,7 +376,7 @@ def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: st
                    "AUROC per label (CSV)": f"{stem}.auroc-per-label.csv",
                    "all-pairs matrix": f"{stem}.pairs.csv"}
     board.figures = {}
-    for title, suffix, data in task_plots(task):
+    for title, suffix, data in task_plots(task, plots or PlotCache(None)):
         files[f"{stem}.{suffix}.png"] = data
         board.figures[title] = f"{stem}.{suffix}.png"
     files[f"{stem}.md"] = render_task_board(board, benchmark=benchmark, version=version,
@@ -378,29 +384,34 @@ def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: st
     return files
 
 
-def task_plots(task: StoredTask) -> list[tuple[str, str, bytes]]:
+def task_plots(task: StoredTask, plots: PlotCache) -> list[tuple[str, str, bytes]]:
     """``(title, file suffix, PNG bytes)`` of every plot of one task board."""
     board = task.board
     if not board.rows:
         return []
     rows = ranked(board.rows, board.metric)
-    plots = [("Macro AUROC per row", "forest", png_bytes(forest_figure(
-        [ForestRow(row.name, *_interval(row.summary), reference=row.reference) for row in rows],
-        title=f"{board.task}: macro AUROC", xlabel="macro AUROC, mean over folds [95% bootstrap CI]"),
+    forest = [ForestRow(row.name, *_interval(row.summary), reference=row.reference) for row in rows]
+    title, xlabel = f"{board.task}: macro AUROC", "macro AUROC, mean over folds [95% bootstrap CI]"
+    drawn = [("Macro AUROC per row", "forest", plots.png(
+        "forest", [forest, title, xlabel], lambda: forest_figure(forest, title=title, xlabel=xlabel),
         dpi=DPI, bbox_inches="tight"))]
     with_folds = {row.name: task.rows[row.name] for row in rows if task.rows[row.name].folds}
     if with_folds:
-        plots.append(("ROC curves per row", "roc", png_bytes(
-            roc_figure(with_folds, title=f"{board.task}: ROC curves"), dpi=GRID_DPI)))
+        title = f"{board.task}: ROC curves"
+        drawn.append(("ROC curves per row", "roc", plots.png(
+            "roc", [with_folds, title], lambda: roc_figure(with_folds, title=title), dpi=GRID_DPI)))
         traces = attention_traces(task, [row.name for row in rows if row.name in with_folds])
         if traces:
             lesions = {i: s for i, s in task.attention.lesion_slices.items() if s}
-            plots.append(("Attention along the slice axis", "attention", png_bytes(attention_figure(
-                traces, task.attention.scan_ids, lesions, title=f"{board.task}: attention"), dpi=GRID_DPI)))
-        plots.append(("Reliability diagram", "reliability", png_bytes(
-            reliability_figure(with_folds, title=f"{board.task}: reliability"), dpi=120,
-            bbox_inches="tight")))
-    return plots
+            scans, title = task.attention.scan_ids, f"{board.task}: attention"
+            drawn.append(("Attention along the slice axis", "attention", plots.png(
+                "attention", [traces, scans, lesions, title],
+                lambda: attention_figure(traces, scans, lesions, title=title), dpi=GRID_DPI)))
+        title = f"{board.task}: reliability"
+        drawn.append(("Reliability diagram", "reliability", plots.png(
+            "reliability", [with_folds, title], lambda: reliability_figure(with_folds, title=title),
+            dpi=120, bbox_inches="tight")))
+    return drawn
 
 
 def attention_traces(task: StoredTask, names: Sequence[str]) -> dict[str, list[AttentionTrace | None]]:
@@ -439,11 +450,13 @@ def _interval(summary: Summary) -> tuple[float, float, float]:
 
 
 def overall_files(boards: Sequence[TaskBoard], *, benchmark: str, version: str, provenance: str,
-                  left_out: Sequence[str]) -> dict[str, bytes]:
+                  left_out: Sequence[str], plots: PlotCache | None = None) -> dict[str, bytes]:
     """The overall board, its tables and the rank heat map, by file name."""
     files = _table_files("overall", overall_tables(boards, left_out))
-    files["overall.ranks.png"] = png_bytes(rank_heatmap(overall_standing(boards), title=benchmark),
-                                           dpi=DPI, bbox_inches="tight")
+    standing = overall_standing(boards)
+    shown = [standing.tasks, standing.order, standing.names, standing.rank, benchmark]
+    files["overall.ranks.png"] = (plots or PlotCache(None)).png(
+        "ranks", shown, lambda: rank_heatmap(standing, title=benchmark), dpi=DPI, bbox_inches="tight")
     files["overall.md"] = render_overall_board(
         boards, benchmark=benchmark, version=version, left_out=left_out, provenance=provenance,
         figures={"Ranks across tasks": "overall.ranks.png"}).encode()

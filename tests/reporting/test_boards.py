@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,8 +21,9 @@ from clear_bench.cli import main
 from clear_bench.commands.run import print_left_out
 from clear_bench.evaluation.crossval import FoldResult
 from clear_bench.leaderboard import excluded_by_reason, render_task_board
-from clear_bench.pipeline.report import load_boards, load_task
+from clear_bench.pipeline.report import load_boards, load_task, task_files
 from clear_bench.plots import RowFolds, fold_roc_curves, roc_figure
+from clear_bench.plots.cache import PlotCache
 from clear_bench.registry import load_registry
 
 BENCH = """
@@ -243,3 +245,28 @@ def test_a_cache_without_a_recorded_throughput_gets_a_probe(bench: Path) -> None
     assert len(stored) == 2 and all(s["measured"] == "probe" and s["throughput"] > 0 for s in stored)
     rows = clear_bench.load_results(bench / "run").rows
     assert set(rows["throughput_measured"]) == {"probe"}
+
+
+def test_plots_are_drawn_again_only_when_what_they_show_changes(bench: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(bench / "run", run)
+    shutil.rmtree(run / "plots")
+    (run / "plots").mkdir()
+    (run / "plots" / "forest-stale.png").write_bytes(PNG_SIGNATURE)
+    assert main(["leaderboard", str(run), "--out", str(tmp_path / "fresh")]) == 0
+    written = {p.name: p.read_bytes() for p in (bench / "run" / "leaderboards").glob("*.png")}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "fresh").glob("*.png")} == written  # drawn anew
+    stored = sorted(p.name.split("-")[0] for p in (run / "plots").glob("*.png"))
+    assert stored == ["attention", "forest", "ranks", "reliability", "roc"]  # the stale one is pruned
+
+    _, tasks = load_boards(run)
+    cache = PlotCache(run / "plots")
+    task_files(tasks[0], benchmark="tiny", version="", provenance="", plots=cache)
+    assert (cache.drawn, cache.reused) == (0, 4)
+    fold = next(iter(tasks[0].rows.values())).folds[0]
+    fold.test_probs = 1.0 - np.asarray(fold.test_probs)  # another ranking: other ROC curves
+    cache = PlotCache(run / "plots")
+    files = task_files(tasks[0], benchmark="tiny", version="", provenance="", plots=cache)
+    assert (cache.drawn, cache.reused) == (2, 2)  # the ROC curves and reliability diagram, not the others
+    assert files["lesion-location.roc.png"] != written["lesion-location.roc.png"]
+    assert files["lesion-location.forest.png"] == written["lesion-location.forest.png"]

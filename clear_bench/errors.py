@@ -23,5 +23,10 @@ class WeightsNotFoundError(UserError):
     """Pretrained weights are missing; the message says where the loader looked and how to provide them."""
 
 
+class UnusableWeightsError(UserError):
+    """Weights that exist but cannot be used: unreadable, refused as unsafe, or not matching the model. A
+    run leaves that encoder out (and says why) instead of stopping."""
+
+
 class DataError(UserError):
     """A scan, label file or annotation cannot be read; the message names the file and the field."""

@@ -24,7 +24,7 @@ from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache, encoder_description
 from clear_bench.components import build_encoder
 from clear_bench.data.slices import SlicePlan
-from clear_bench.errors import WeightsNotFoundError
+from clear_bench.errors import UnusableWeightsError, WeightsNotFoundError
 from clear_bench.evaluation.bags import Bag
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.extraction import ExtractionReport, extract, load_bags, slice_plan_for
@@ -98,7 +98,7 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
         ref = planned.ref
         try:
             encoder = build_encoder(planned.spec, ref.options)
-        except WeightsNotFoundError as error:
+        except (WeightsNotFoundError, UnusableWeightsError) as error:
             # One encoder without weights must not cost the user every other row.
             result.left_out.append(LeftOut(ref.id, str(error)))
             log.info("encoder %s: LEFT OUT, %s", ref.id, error)

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clear_bench.errors import UserError, WeightsNotFoundError
+from clear_bench.checkpoints import load_tensors
+from clear_bench.errors import UnusableWeightsError, UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
 from clear_bench_foundation.catalog import MERLIN_HUB_FILE, MERLIN_HUB_ID
 from clear_bench_foundation.merlin import RESNET152_LAYERS, InflatedResNet
@@ -59,11 +60,7 @@ def backbone_state_dict(state: Mapping[str, Tensor], source: Path) -> dict[str, 
 
 def read_state(path: Path) -> dict[str, Tensor]:
     """A checkpoint's backbone state dict, read with ``weights_only=True`` (memory-mapped)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise UserError(f"{path}: not a readable checkpoint ({reason})") from exc
+    payload = load_tensors(path, what="Merlin checkpoint", error=UnusableWeightsError, mmap=True)
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]
     if not isinstance(payload, Mapping):

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from clear_bench import __version__
 from clear_bench.atomic import atomic_write_bytes
-from clear_bench.errors import UserError, WeightsNotFoundError
+from clear_bench.checkpoints import load_tensors
+from clear_bench.errors import UnusableWeightsError, WeightsNotFoundError
 from clear_bench.specs import Preprocessing, stable_hash
 from clear_bench_lecl.backbones import build_backbone
 
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 _REQUIRED = ("arch", "arch_kwargs", "state_dict", "preprocessing", "config", "fingerprint")
 
 
-class CheckpointError(UserError):
+class CheckpointError(UnusableWeightsError):
     """An encoder checkpoint that cannot be read or does not match its architecture."""
 
 
@@ -83,11 +84,7 @@ def read_encoder_checkpoint(path: str | Path) -> dict[str, Any]:
             f"encoder checkpoint not found: {path} (train one with `clear-bench pretrain lecl --config ...`, "
             "or set `weights: random` for a random-initialised baseline)")
     data = path.read_bytes()
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"{path}: not a readable encoder checkpoint ({reason})") from exc
+    payload = load_tensors(data, what="encoder checkpoint", origin=path, error=CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: field 'format' is {found!r}, expected {FORMAT!r} "

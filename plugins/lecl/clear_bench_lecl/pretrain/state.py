@@ -17,6 +17,7 @@ import torch
 
 from clear_bench.atomic import atomic_write_bytes
 from clear_bench.cache import safe_filename
+from clear_bench.checkpoints import load_tensors
 from clear_bench.errors import UserError
 
 STATE_FORMAT = "clear-bench/lecl-train-state"
@@ -60,12 +61,7 @@ def load_state(path: Path) -> dict[str, Any]:
     """Read a training state (``weights_only=True``); :class:`ResumeError` naming the file otherwise."""
     if not path.is_file():
         raise ResumeError(f"--resume: no training-state checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ResumeError(
-            f"{path}: not a readable training-state checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+    state = load_tensors(path, what="training-state checkpoint", error=ResumeError)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: field 'format' is not {STATE_FORMAT!r}; is it an encoder checkpoint?")
     if state.get("format_version") != STATE_VERSION:

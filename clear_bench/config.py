@@ -8,7 +8,7 @@ the YAML are relative to the YAML file's folder, so a config means the same from
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,9 @@ class CrossValConfig:
     comparison_resamples: int
     permutations: int
     permutation_heads: list[str] | None
+    train_fractions: list[float]
+    fraction_draws: int
+    fraction_heads: list[str] | None
     repeats: int
     require_patients: bool
     threads: int
@@ -152,6 +155,12 @@ _SECTIONS: dict[str, dict[str, Option]] = {
                                         "permutation null of every row (0: none)"),
         "permutation_heads": Option((list, type(None)), None, "the heads (aggregator ids) whose rows get the "
                                                               "permutation null (default: every head)"),
+        "train_fractions": Option(list, [], "label-efficiency curves: fractions in (0, 1] of each fold's "
+                                            "labelled training patients to train on (e.g. [0.1, 0.25, 0.5]; "
+                                            "[]: no curves); the full data ends every curve"),
+        "fraction_draws": Option(int, 3, "nested random draws of the training patients per fraction"),
+        "fraction_heads": Option((list, type(None)), None, "the heads (aggregator ids) whose rows get "
+                                                           "label-efficiency curves (default: every head)"),
         "repeats": Option(int, 1, "repeats of the K-fold split with distinct seeds (R x K folds)"),
         "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
                                                 "instead of evaluating it scan-level"),
@@ -246,6 +255,7 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
     windows = sections.get("preprocessing", {}).get("windows", [])
     if isinstance(windows, list):
         _check_windows(windows, problems)
+    _check_fractions(sections.get("crossval", {}), problems)
 
     if problems.items:
         raise ConfigError(problems.items[0], lines=problems.items)
@@ -410,6 +420,20 @@ def _check_component(name: str, options: dict[str, Any], kind: str, name_path: s
     for option_key, option in declared.items():
         if option.required and option_key not in options:
             problems.add(f"{options_path}.{option_key}", f"required option is missing ({option.help})")
+
+
+def _check_fractions(crossval: Mapping[str, Any], problems: Problems) -> None:
+    """Training fractions are numbers in (0, 1], each once; at least one draw of each."""
+    fractions = crossval.get("train_fractions") or []
+    for index, value in enumerate(fractions if isinstance(fractions, list) else []):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            problems.add(f"crossval.train_fractions[{index}]",
+                         f"expected a fraction in (0, 1], got {value!r}")
+    if isinstance(fractions, list) and len(set(map(str, fractions))) < len(fractions):
+        problems.add("crossval.train_fractions", "a fraction is listed twice")
+    draws = crossval.get("fraction_draws", 1)
+    if isinstance(draws, int) and draws < 1:
+        problems.add("crossval.fraction_draws", f"expected at least 1 draw, got {draws}")
 
 
 def _check_windows(windows: Sequence[Any], problems: Problems) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
+from clear_bench.evaluation.fractions import efficiency_area as curve_area
 from clear_bench.evaluation.metrics import MACRO
 from clear_bench.evaluation.splits import require_same_splits
 
@@ -33,6 +34,26 @@ class NullSummary:
     p_value: float
     """``(1 + #{null >= observed}) / (permutations + 1)``."""
     values: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EfficiencyPoint:
+    """A row's macro AUROC when its folds train on a fraction of their labelled patients."""
+
+    fraction: float
+    patients: float
+    """Labelled patients a fold trains on (training and validation), mean over folds."""
+    mean: float
+    ci_low: float
+    ci_high: float
+    draws: int
+    """Nested random draws of the training patients whose folds the value pools (1 at the full data)."""
+
+
+def efficiency_area(points: Sequence[EfficiencyPoint]) -> float:
+    """The row's label-efficiency score: :func:`~clear_bench.evaluation.fractions.efficiency_area` of its
+    curve."""
+    return curve_area([p.fraction for p in points], [p.mean for p in points])
 
 
 @dataclass
@@ -81,7 +102,9 @@ class Row:
     head_parameters: int | None = None
     cv_seconds: float = math.nan
     """Training and prediction time of the row's cross-validation (every fold of every repeat; the
-    permutation null comes on top)."""
+    permutation null and the label-efficiency draws come on top)."""
+    efficiency: list[EfficiencyPoint] = field(default_factory=list)
+    """The label-efficiency curve, smallest fraction first, ending at the full data (empty: not run)."""
 
     @property
     def name(self) -> str:
@@ -119,6 +142,8 @@ class TaskBoard:
     """Plots written beside the board and shown in it: title -> relative path of the PNG."""
     left_out_encoders: list[str] = field(default_factory=list)
     """Encoders that could not take part in the run, as '`id`: reason'."""
+    fraction_draws: int = 0
+    """Nested draws per training fraction of the label-efficiency curves (0: no curves)."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -224,6 +249,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
             cells += [f"{n.mean:.3f} [{n.low:.3f}, {n.high:.3f}]" if n else "–", _p(n.p_value) if n else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Compute", "", COMPUTE_NOTE, "", *compute_table(rows)]
+    lines += efficiency_section(board)
     if board.comparisons:
         lines += ["", "## Declared comparisons", "",
                   "Fixed by the benchmark's design before any result: each row against the non-learned "
@@ -278,6 +304,32 @@ COMPUTE_NOTE = (
     "products and convolutions, counted by torch's FlopCounterMode); throughput: inputs per second through "
     "the model during the extraction that made the embeddings, and where; the head's trainable parameters; "
     "CV time: training and prediction of every fold of the row (the permutation null comes on top).")
+
+
+def efficiency_section(board: TaskBoard) -> list[str]:
+    """The board's label-efficiency table (rows with a curve, best area first); nothing without curves."""
+    curves = sorted((row for row in board.rows if row.efficiency),
+                    key=lambda row: (-_finite_or(efficiency_area(row.efficiency)), row.name))
+    if not curves:
+        return []
+    points = curves[0].efficiency
+    header = [f"{p.fraction:.0%} ({p.patients:.0f} patients)" for p in points]
+    lines = ["", "## Label efficiency", "",
+             f"Macro AUROC when each fold trains on a fraction of its labelled patients (nested, stratified "
+             f"draws that never touch the test folds; {board.fraction_draws} draws per fraction, pooled as "
+             "repeats, with their patient-bootstrap CI). Area: the mean AUROC over the curve on a log scale "
+             "of the fraction, which ranks data efficiency.", "",
+             "| encoder | aggregator | " + " | ".join(header) + " | area |",
+             "|---|---|" + "---|" * (len(header) + 1)]
+    for row in curves:
+        cells = [f"{p.mean:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}]" for p in row.efficiency]
+        lines.append(f"| {row.encoder} | {row.aggregator} | " + " | ".join(cells)
+                     + f" | {_num(efficiency_area(row.efficiency))} |")
+    return lines
+
+
+def _finite_or(value: float, default: float = -math.inf) -> float:
+    return value if math.isfinite(value) else default
 
 
 def _escape(text: str) -> str:
@@ -425,8 +477,16 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
                  for row in rows for label in board.label_names]
     left_out = [{"scan_id": scan_id, "reason": reason}
                 for reason, ids in excluded_by_reason(board.excluded) for scan_id in ids]
-    return {"leaderboard": leaderboard, "compute": compute, "comparisons": comparisons,
-            "auroc_per_label": per_label, "scans_left_out": left_out}
+    tables = {"leaderboard": leaderboard, "compute": compute, "comparisons": comparisons,
+              "auroc_per_label": per_label, "scans_left_out": left_out}
+    efficiency = [{"encoder": row.encoder, "aggregator": row.aggregator, "fraction": p.fraction,
+                   "patients": p.patients, "auroc": _nan_none(p.mean), "auroc_ci_low": _nan_none(p.ci_low),
+                   "auroc_ci_high": _nan_none(p.ci_high), "draws": p.draws,
+                   "area": _nan_none(efficiency_area(row.efficiency))}
+                  for row in rows for p in row.efficiency]
+    if efficiency:
+        tables["label_efficiency"] = efficiency
+    return tables
 
 
 def _null_rows(board: TaskBoard) -> str:

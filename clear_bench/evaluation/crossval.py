@@ -178,7 +178,7 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
         targets = {id(run): _targets(bags.ids, run.labels, label_type, n_outputs).numpy() for run in runs}
         for run, result, slot, splits, index, key, path in pending:
             fold_result = _fit_probe_fold(bags, features, targets[id(run)], label_type, splits, index, key,
-                                          aggregator, resolved, fold_seed(config.seed, index))
+                                          aggregator, resolved, fold_seed(config.seed, index), n_outputs)
             if path is not None:
                 save_fold(fold_result, path)
             result.folds[slot] = fold_result
@@ -294,9 +294,10 @@ def _predict_fold(bags: PaddedBags, label_type: str, splits: Splits, index: int,
 
 def _fit_probe_fold(bags: PaddedBags, features: np.ndarray, targets: np.ndarray, label_type: str,
                     splits: Splits, index: int, key: str, aggregator: AggregatorSpec, options: dict[str, Any],
-                    seed: int) -> FoldResult:
+                    seed: int, n_outputs: int) -> FoldResult:
     """Fit a closed-form probe (``aggregator.fit``) on the fold's training rows of ``features`` (one pooled
-    row per bag); its attention is the uniform weight of mean pooling."""
+    row per bag); its attention is the uniform weight of mean pooling. A class no training scan has gets
+    probability 0 (a probe sees only the classes it was fitted on)."""
     started = time.perf_counter()
     fold = splits.folds[index]
     probe = aggregator.fit(options, seed)
@@ -306,9 +307,13 @@ def _fit_probe_fold(bags: PaddedBags, features: np.ndarray, targets: np.ndarray,
     lengths = bags.lengths[rows["test"]].numpy()
     slices = bags.slice_index[rows["test"]].numpy()
     windows = bags.window_id[rows["test"]].numpy()
+    def predicted(rows: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probe.predict(features[rows]), dtype=np.float32)
+        missing = n_outputs - probs.shape[1]
+        return np.pad(probs, ((0, 0), (0, missing))) if missing > 0 else probs
+
     return FoldResult(
-        index, key, list(fold.test), np.asarray(probe.predict(features[test]), dtype=np.float32),
-        list(fold.val), np.asarray(probe.predict(features[val]), dtype=np.float32),
+        index, key, list(fold.test), predicted(test), list(fold.val), predicted(val),
         [np.full(n, 1.0 / max(n, 1), dtype=np.float32) for n in lengths],
         [slices[r, :n].copy() for r, n in enumerate(lengths)],
         [windows[r, :n].copy() for r, n in enumerate(lengths)],

@@ -88,8 +88,10 @@ class LinearProbe:
 
         stratify = targets if self.label_type == "multiclass" else targets[:, 0]
         try:
-            folds = list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
-                         .split(x, stratify))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a class with fewer members than folds
+                folds = list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
+                             .split(x, stratify))
         except ValueError:  # a class too rare to stratify: plain folds
             folds = list(KFold(self.inner_folds, shuffle=True, random_state=self.seed).split(x))
         values = []

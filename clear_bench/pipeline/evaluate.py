@@ -30,10 +30,11 @@ from clear_bench.evaluation.crossval import (
     run_crossvals,
     stored_crossvals,
 )
+from clear_bench.evaluation.fractions import fraction_splits, training_patients
 from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
-from clear_bench.evaluation.splits import ensure_splits
-from clear_bench.leaderboard import Row, TaskBoard
+from clear_bench.evaluation.splits import Splits, ensure_splits
+from clear_bench.leaderboard import EfficiencyPoint, Row, TaskBoard
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.plan import PlannedHead
 from clear_bench.pipeline.statistics import StatsCache
@@ -103,14 +104,28 @@ class EvaluationProtocol:
     threads: int = 1
     workers: int = 0
     """Processes that train heads in parallel (0: one per CPU core)."""
+    train_fractions: tuple[float, ...] = ()
+    """Fractions of each fold's labelled training patients of the label-efficiency curves (``()``: none)."""
+    fraction_draws: int = 3
+    fraction_heads: tuple[str, ...] | None = None
+    """Heads whose rows get label-efficiency curves (``None``: every head)."""
 
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
         """The protocol a benchmark YAML's ``crossval`` section declares."""
-        heads = tuple(section.permutation_heads) if section.permutation_heads is not None else None
+        def named(heads: Sequence[str] | None) -> tuple[str, ...] | None:
+            return tuple(heads) if heads is not None else None
+
         return cls(section.folds, section.seed, section.val_fraction, section.bootstrap,
-                   section.train_config(device), section.comparison_resamples, section.permutations, heads,
-                   section.repeats, section.require_patients, section.threads, section.workers)
+                   section.train_config(device), section.comparison_resamples, section.permutations,
+                   named(section.permutation_heads), section.repeats, section.require_patients,
+                   section.threads, section.workers, train_fractions=tuple(section.train_fractions),
+                   fraction_draws=section.fraction_draws, fraction_heads=named(section.fraction_heads))
+
+    @property
+    def curve_fractions(self) -> list[float]:
+        """The training fractions below the full data, smallest first."""
+        return sorted({float(f) for f in self.train_fractions if f < 1.0})
 
     def split_seed(self, repeat: int) -> int:
         """The split seed of repeat ``repeat`` (repeat 0 uses the protocol's own seed)."""
@@ -164,8 +179,15 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                 for index in range(protocol.permutations)]
     real = [CrossValRun(labels, split) for split in splits]
     nulls = [CrossValRun(null, splits[0], f"permutation-{index}") for index, null in enumerate(permuted)]
-    null_heads = _null_heads(protocol, heads)
-    row_runs = {head.ref.id: real + (nulls if head.ref.id in null_heads else []) for head in heads}
+    null_heads = _named_heads(protocol.permutation_heads, heads, "crossval.permutation_heads")
+    fractions = protocol.curve_fractions
+    draws = protocol.fraction_draws
+    subsets = [CrossValRun(labels, fraction_splits(splits[0], labels, inputs.label_type, f, d),
+                           f"fraction-{f:g}-draw-{d}") for f in fractions for d in range(draws)]
+    curve_heads = (_named_heads(protocol.fraction_heads, heads, "crossval.fraction_heads") if fractions
+                   else set())
+    row_runs = {head.ref.id: real + (nulls if head.ref.id in null_heads else [])
+                + (subsets if head.ref.id in curve_heads else []) for head in heads}
     peeked = [source.peek(ids) for source in encoders]
 
     def stored(source_index: int, head: PlannedHead) -> list[CrossValResult] | None:
@@ -207,10 +229,17 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
     for index, source in enumerate(encoders):
         for head in heads:
             found = computed[index, head.ref.id]
-            results, null_results = found[:len(splits)], found[len(splits):]
+            results, rest = found[:len(splits)], found[len(splits):]
+            null_results = rest[:len(nulls)] if head.ref.id in null_heads else []
+            subset_results = rest[len(null_results):]
             summary = stats.summary(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
             null = stats.null(null_results, results[0], inputs.metric, metrics) if null_results else None
-            cells.append(Cell(Row(source.label, head.ref.id, summary, source.weights, null), results))
+            row = Row(source.label, head.ref.id, summary, source.weights, null)
+            if subset_results:
+                row.efficiency = _efficiency_curve(subset_results, [run.splits for run in subsets], splits[0],
+                                                   summary, fractions, draws, stats, protocol, inputs.metric,
+                                                   metrics)
+            cells.append(Cell(row, results))
     runs = {cell.row.name: cell.results for cell in cells}
     pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
     comparisons, matrix = stats.comparisons(runs, pairs, inputs.metric, n_boot=protocol.comparison_resamples,
@@ -220,8 +249,26 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                       [cell.row for cell in cells], comparisons, list(inputs.excluded), metric=inputs.metric,
                       extra_metrics=extra, level=level, repeats=protocol.repeats,
                       permutations=protocol.permutations, pairs=matrix,
-                      null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads))
+                      null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads),
+                      fraction_draws=draws if curve_heads else 0)
     return TaskResult(board, cells, task_dir)
+
+
+def _efficiency_curve(results: Sequence[CrossValResult], subsets: Sequence[Splits], full: Splits,
+                      summary: Summary, fractions: Sequence[float], draws: int, stats: StatsCache,
+                      protocol: EvaluationProtocol, metric: str, metrics: Sequence[MetricSpec]
+                      ) -> list[EfficiencyPoint]:
+    """One point per fraction (its draws summarised as repeats), then the full-data point of the row."""
+    points = []
+    for position, fraction in enumerate(fractions):
+        chunk = slice(position * draws, (position + 1) * draws)
+        value = stats.summary(results[chunk], n_boot=protocol.bootstrap, seed=protocol.seed,
+                              metrics=metrics).get(metric)
+        patients = float(np.mean([training_patients(s) for s in subsets[chunk]]))
+        points.append(EfficiencyPoint(fraction, patients, value.mean, value.ci_low, value.ci_high, draws))
+    whole = summary.get(metric)
+    points.append(EfficiencyPoint(1.0, training_patients(full), whole.mean, whole.ci_low, whole.ci_high, 1))
+    return points
 
 
 def _patient_level(inputs: TaskInputs, protocol: EvaluationProtocol) -> tuple[str, dict[str, str] | None]:
@@ -240,16 +287,17 @@ def _patient_level(inputs: TaskInputs, protocol: EvaluationProtocol) -> tuple[st
     return "scan-level", ({**{i: i for i in inputs.labels}, **known} if known else None)
 
 
-def _null_heads(protocol: EvaluationProtocol, heads: Sequence[PlannedHead]) -> set[str]:
-    """The ids of the heads whose rows get the permutation null."""
+def _named_heads(names: Sequence[str] | None, heads: Sequence[PlannedHead], key: str) -> set[str]:
+    """The ids of the heads ``names`` selects (``None``: every head); an unknown one is an error naming
+    the ``key`` of the YAML."""
     ids = [head.ref.id for head in heads]
-    if protocol.permutation_heads is None:
+    if names is None:
         return set(ids)
-    unknown = sorted(set(protocol.permutation_heads) - set(ids))
+    unknown = sorted(set(names) - set(ids))
     if unknown:
-        raise UserError(f"crossval.permutation_heads: {', '.join(unknown)} is not a head of this benchmark "
+        raise UserError(f"{key}: {', '.join(unknown)} is not a head of this benchmark "
                         f"(heads: {', '.join(ids)})")
-    return set(protocol.permutation_heads)
+    return set(names)
 
 
 def _memory_groups(encoders: Sequence[BagSource], ids: Sequence[str]

@@ -45,10 +45,12 @@ from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult, load_fold
 from clear_bench.evaluation.reliability import reliability_figure
 from clear_bench.leaderboard import (
+    EfficiencyPoint,
     EncoderCompute,
     NullSummary,
     Row,
     TaskBoard,
+    efficiency_area,
     overall_standing,
     overall_tables,
     ranked,
@@ -61,6 +63,7 @@ from clear_bench.pipeline.evaluate import TaskResult
 from clear_bench.pipeline.statistics import json_finite as _finite
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
 from clear_bench.plots.cache import PlotCache
+from clear_bench.plots.efficiency import efficiency_figure
 from clear_bench.plots.ranks import rank_heatmap
 from clear_bench.plots.style import DPI, GRID_DPI
 from clear_bench.specs import AggregatorSpec
@@ -225,6 +228,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
                       "weights": row.weights, "null": null, "reference": row.reference,
                       "compute": row.compute.to_dict() if row.compute else None,
                       "head_parameters": row.head_parameters, "cv_seconds": row.cv_seconds,
+                      "efficiency": [asdict(point) for point in row.efficiency],
                       "folds": [[fold.key for fold in run.folds] for run in cell.results],
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
@@ -232,6 +236,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
         "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
         "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
+        "fraction_draws": board.fraction_draws,
         "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
@@ -283,6 +288,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
         row = Row(cell["encoder"], cell["aggregator"], Summary.from_dict(read(cell["summary"])),
                   cell.get("weights", ""), null, bool(cell.get("reference")), compute,
                   cell.get("head_parameters"), math.nan if cv_seconds is None else float(cv_seconds))
+        row.efficiency = [EfficiencyPoint(**point) for point in cell.get("efficiency") or []]
         rows.append(row)
         keys = cell.get("folds") or [[]]
         missing = [key for key in keys[0] if not (folds_dir / f"{key}.npz").is_file()]
@@ -298,7 +304,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                       repeats=int(index["repeats"]), permutations=int(index["permutations"]),
                       null_heads=list(index["null_heads"]),
                       pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
-                      left_out_encoders=list(left_out))
+                      left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)))
     shown = read("attention.json")
     return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
 
@@ -350,7 +356,8 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
 
 TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",
                "auroc_per_label": ".auroc-per-label", "scans_left_out": ".scans-left-out",
-               "overall": "", "encoders_left_out": ".encoders-left-out"}
+               "overall": "", "encoders_left_out": ".encoders-left-out",
+               "label_efficiency": ".label-efficiency"}
 """The CSV of each table beside a board: ``<board><suffix>.csv``."""
 
 
@@ -375,6 +382,8 @@ def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: st
                    "compute (CSV)": f"{stem}.compute.csv", "comparisons (CSV)": f"{stem}.comparisons.csv",
                    "AUROC per label (CSV)": f"{stem}.auroc-per-label.csv",
                    "all-pairs matrix": f"{stem}.pairs.csv"}
+    if "label_efficiency" in tables:
+        board.files["label efficiency (CSV)"] = f"{stem}.label-efficiency.csv"
     board.figures = {}
     for title, suffix, data in task_plots(task, plots or PlotCache(None)):
         files[f"{stem}.{suffix}.png"] = data
@@ -407,11 +416,23 @@ def task_plots(task: StoredTask, plots: PlotCache) -> list[tuple[str, str, bytes
             drawn.append(("Attention along the slice axis", "attention", plots.png(
                 "attention", [traces, scans, lesions, title],
                 lambda: attention_figure(traces, scans, lesions, title=title), dpi=GRID_DPI)))
+        curves = {row.name: row.efficiency for row in sorted(
+            (row for row in rows if row.efficiency), key=lambda row: -_area_or_floor(row.efficiency))}
+        if curves:
+            title = f"{board.task}: label efficiency"
+            drawn.append(("Label efficiency", "label-efficiency", plots.png(
+                "label-efficiency", [curves, title], lambda: efficiency_figure(curves, title=title), dpi=DPI,
+                bbox_inches="tight")))
         title = f"{board.task}: reliability"
         drawn.append(("Reliability diagram", "reliability", plots.png(
             "reliability", [with_folds, title], lambda: reliability_figure(with_folds, title=title),
             dpi=120, bbox_inches="tight")))
     return drawn
+
+
+def _area_or_floor(points: Sequence[EfficiencyPoint]) -> float:
+    area = efficiency_area(points)
+    return area if math.isfinite(area) else -math.inf
 
 
 def attention_traces(task: StoredTask, names: Sequence[str]) -> dict[str, list[AttentionTrace | None]]:

@@ -256,3 +256,20 @@ def test_twin_of_must_name_an_encoder_entry(bench) -> None:
     """)
     assert any("encoders[1].twin_of: no encoder entry has the id 'traned' (did you mean 'trained'?)" in line
                for line in problems_of(path))
+
+
+def test_training_fractions_are_checked(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders: [toy-encoder]
+        tasks: [toy-task]
+        crossval:
+          train_fractions: [0.1, 0, 1.5, 0.1, yes]
+          fraction_draws: 0
+    """)
+    lines = [line.split(": ", 1)[1] for line in problems_of(path)]
+    assert "crossval.train_fractions[1]: expected a fraction in (0, 1], got 0" in lines
+    assert "crossval.train_fractions[2]: expected a fraction in (0, 1], got 1.5" in lines
+    assert "crossval.train_fractions[4]: expected a fraction in (0, 1], got True" in lines
+    assert "crossval.train_fractions: a fraction is listed twice" in lines
+    assert "crossval.fraction_draws: expected at least 1 draw, got 0" in lines

@@ -47,7 +47,7 @@ tasks:
     options: {source: {name: synthetic, patients: 12, slices: 6, matrix: 40, cache_dir: volumes}}
 aggregators: [abmil, mean-pool]
 crossval: {folds: 2, epochs: 2, patience: 2, bootstrap: 30, batch_size: 8, permutations: 1,
-           comparison_resamples: 500}
+           comparison_resamples: 500, train_fractions: [0.5], fraction_draws: 1, fraction_heads: [mean-pool]}
 """
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +72,9 @@ def test_every_linked_file_exists_and_every_plot_is_a_png(bench: Path) -> None:
     images = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", board + overall)
     assert sorted(images) == sorted(["lesion-location.forest.png", "lesion-location.roc.png",
                                      "lesion-location.attention.png", "lesion-location.reliability.png",
-                                     "overall.ranks.png"])
+                                     "lesion-location.label-efficiency.png", "overall.ranks.png"])
+    assert "## Label efficiency" in board
+    assert "[label efficiency (CSV)](lesion-location.label-efficiency.csv)" in board
     for link in _links(board) + _links(overall):
         assert (boards / link).is_file(), link
     for name in images:
@@ -144,7 +146,8 @@ def _abmil_options() -> dict:
 
 def test_tables_beside_the_board_hold_every_row(bench: Path) -> None:
     tables = json.loads((bench / "boards" / "lesion-location.json").read_text())
-    assert set(tables) == {"leaderboard", "compute", "comparisons", "auroc_per_label", "scans_left_out"}
+    assert set(tables) == {"leaderboard", "compute", "comparisons", "auroc_per_label", "scans_left_out",
+                           "label_efficiency"}
     assert [r["rank"] for r in tables["leaderboard"]] == [1, 2, 3, 4]
     results = clear_bench.load_results(bench / "run").rows.set_index(["encoder", "aggregator"])
     for record in tables["leaderboard"]:
@@ -257,16 +260,16 @@ def test_plots_are_drawn_again_only_when_what_they_show_changes(bench: Path, tmp
     written = {p.name: p.read_bytes() for p in (bench / "run" / "leaderboards").glob("*.png")}
     assert {p.name: p.read_bytes() for p in (tmp_path / "fresh").glob("*.png")} == written  # drawn anew
     stored = sorted(p.name.split("-")[0] for p in (run / "plots").glob("*.png"))
-    assert stored == ["attention", "forest", "ranks", "reliability", "roc"]  # the stale one is pruned
+    assert stored == ["attention", "forest", "label", "ranks", "reliability", "roc"]  # stale one pruned
 
     _, tasks = load_boards(run)
     cache = PlotCache(run / "plots")
     task_files(tasks[0], benchmark="tiny", version="", provenance="", plots=cache)
-    assert (cache.drawn, cache.reused) == (0, 4)
+    assert (cache.drawn, cache.reused) == (0, 5)
     fold = next(iter(tasks[0].rows.values())).folds[0]
     fold.test_probs = 1.0 - np.asarray(fold.test_probs)  # another ranking: other ROC curves
     cache = PlotCache(run / "plots")
     files = task_files(tasks[0], benchmark="tiny", version="", provenance="", plots=cache)
-    assert (cache.drawn, cache.reused) == (2, 2)  # the ROC curves and reliability diagram, not the others
+    assert (cache.drawn, cache.reused) == (2, 3)  # the ROC curves and reliability diagram, not the others
     assert files["lesion-location.roc.png"] != written["lesion-location.roc.png"]
     assert files["lesion-location.forest.png"] == written["lesion-location.forest.png"]

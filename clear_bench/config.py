@@ -87,6 +87,8 @@ class CrossValConfig:
     train_fractions: list[float]
     fraction_draws: int
     fraction_heads: list[str] | None
+    site_held_out: bool
+    site_heads: list[str] | None
     repeats: int
     require_patients: bool
     threads: int
@@ -161,6 +163,11 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "fraction_draws": Option(int, 3, "nested random draws of the training patients per fraction"),
         "fraction_heads": Option((list, type(None)), None, "the heads (aggregator ids) whose rows get "
                                                            "label-efficiency curves (default: every head)"),
+        "site_held_out": Option(bool, False, "also evaluate leave-one-site-out (tasks whose source knows "
+                                             "each scan's acquisition site) and probe the site from the "
+                                             "embeddings"),
+        "site_heads": Option((list, type(None)), None, "the heads whose rows are evaluated "
+                                                       "leave-one-site-out (default: every head)"),
         "repeats": Option(int, 1, "repeats of the K-fold split with distinct seeds (R x K folds)"),
         "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
                                                 "instead of evaluating it scan-level"),

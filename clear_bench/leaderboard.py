@@ -50,6 +50,18 @@ class EfficiencyPoint:
     """Nested random draws of the training patients whose folds the value pools (1 at the full data)."""
 
 
+@dataclass
+class SiteHeldOut:
+    """A row's macro AUROC on acquisition sites its heads never trained on (leave-one-site-out)."""
+
+    mean: float
+    """Mean over the held-out sites (one fold each)."""
+    ci_low: float
+    ci_high: float
+    per_site: dict[str, float] = field(default_factory=dict)
+    """Macro AUROC on each held-out site."""
+
+
 def efficiency_area(points: Sequence[EfficiencyPoint]) -> float:
     """The row's label-efficiency score: :func:`~clear_bench.evaluation.fractions.efficiency_area` of its
     curve."""
@@ -105,6 +117,9 @@ class Row:
     permutation null and the label-efficiency draws come on top)."""
     efficiency: list[EfficiencyPoint] = field(default_factory=list)
     """The label-efficiency curve, smallest fraction first, ending at the full data (empty: not run)."""
+    site_held_out: SiteHeldOut | None = None
+    site_shortcut: float = math.nan
+    """Macro AUROC of a linear probe predicting the scan's site from the encoder's embeddings (K-fold)."""
 
     @property
     def name(self) -> str:
@@ -144,6 +159,8 @@ class TaskBoard:
     """Encoders that could not take part in the run, as '`id`: reason'."""
     fraction_draws: int = 0
     """Nested draws per training fraction of the label-efficiency curves (0: no curves)."""
+    sites: list[str] = field(default_factory=list)
+    """The acquisition sites of the leave-one-site-out evaluation (empty: not run)."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -250,6 +267,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Compute", "", COMPUTE_NOTE, "", *compute_table(rows)]
     lines += efficiency_section(board)
+    lines += site_section(board)
     if board.comparisons:
         lines += ["", "## Declared comparisons", "",
                   "Fixed by the benchmark's design before any result: each row against the non-learned "
@@ -325,6 +343,33 @@ def efficiency_section(board: TaskBoard) -> list[str]:
         cells = [f"{p.mean:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}]" for p in row.efficiency]
         lines.append(f"| {row.encoder} | {row.aggregator} | " + " | ".join(cells)
                      + f" | {_num(efficiency_area(row.efficiency))} |")
+    return lines
+
+
+def site_section(board: TaskBoard) -> list[str]:
+    """The board's site-held-out table (rows evaluated leave-one-site-out, in board order)."""
+    held = [row for row in ranked(board.rows, board.metric) if row.site_held_out is not None]
+    if not held:
+        return []
+    lines = ["", "## Site held out", "",
+             f"Each row retrained leave-one-site-out over {_count(len(board.sites), 'site')} "
+             f"({', '.join(board.sites)}): every fold tests one site on heads that never saw it; the value "
+             "is the mean over the held-out sites [patient-bootstrap CI], beside the K-fold macro AUROC "
+             "where sites are pooled. A large drop means the K-fold value leans on the site. Site from "
+             "embeddings: macro AUROC of a linear probe predicting each scan's site from the encoder's "
+             "embeddings (K-fold); near 1, the embeddings carry the scanner, a shortcut a head can exploit "
+             "where labels differ between sites.", "",
+             "| encoder | aggregator | K-fold (sites pooled) | held-out site [95% CI] | Δ | "
+             + " | ".join(board.sites) + " | site from embeddings |",
+             "|---|---|---|---|---|" + "---|" * (len(board.sites) + 1)]
+    for row in held:
+        h = row.site_held_out
+        assert h is not None
+        pooled = _value(row.summary, "auroc")
+        per_site = [_num(h.per_site.get(site, math.nan)) for site in board.sites]
+        lines.append(f"| {row.encoder} | {row.aggregator} | {_num(pooled)} | {h.mean:.3f} [{h.ci_low:.3f}, "
+                     f"{h.ci_high:.3f}] | {h.mean - pooled:+.3f} | " + " | ".join(per_site)
+                     + f" | {_num(row.site_shortcut)} |")
     return lines
 
 
@@ -486,6 +531,14 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
                   for row in rows for p in row.efficiency]
     if efficiency:
         tables["label_efficiency"] = efficiency
+    held = [{"encoder": row.encoder, "aggregator": row.aggregator,
+             "kfold_auroc": _nan_none(_value(row.summary, "auroc")), "held_out_auroc": _nan_none(h.mean),
+             "held_out_ci_low": _nan_none(h.ci_low), "held_out_ci_high": _nan_none(h.ci_high),
+             **{f"site_{site}": _nan_none(h.per_site.get(site, math.nan)) for site in board.sites},
+             "site_from_embeddings_auroc": _nan_none(row.site_shortcut)}
+            for row in rows if (h := row.site_held_out) is not None]
+    if held:
+        tables["site_held_out"] = held
     return tables
 
 

@@ -159,6 +159,17 @@ class PatientSource(Protocol):
         ...
 
 
+@runtime_checkable
+class SiteSource(Protocol):
+    """Optional capability of a :class:`ScanSource` that knows where each scan was acquired (scanner or
+    institution), so that a benchmark can test on sites it did not train on."""
+
+    def site_id(self, scan_id: str) -> str | None:
+        """A pseudonymous site of ``scan_id`` (never a raw DICOM value: hash it with a salt), or ``None``
+        when unknown."""
+        ...
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """A dataset source: ``build(options)`` returns a :class:`ScanSource`."""
@@ -184,6 +195,9 @@ class TaskData:
     """Pseudonymous patient of each labelled scan id (its scans share a fold). ``None`` when the task does
     not know patients; folds are then scan-level and the board says so. A task fills it from a label
     CSV's patient column, else from a :class:`PatientSource`."""
+    site_of: dict[str, str] | None = None
+    """Pseudonymous acquisition site of each labelled scan (``None``: taken from a :class:`SiteSource`,
+    when the source is one)."""
 
 
 @dataclass(frozen=True)

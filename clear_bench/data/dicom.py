@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from clear_bench.data.dicom_objects import Kind, classify
-from clear_bench.data.patients import dicom_patient
+from clear_bench.data.patients import dicom_patient, dicom_site
 from clear_bench.data.scan import Scan
 from clear_bench.data.voxels import check_finite, report_hu_range
 from clear_bench.errors import DataError
@@ -38,7 +38,8 @@ Arrays = tuple[np.ndarray, tuple[float, float, float], tuple[float, ...], tuple[
 
 _HEADER_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
                 "InstanceNumber", "SOPClassUID", "SOPInstanceUID", "NumberOfFrames", "Modality", "PatientID",
-                "ImageType", "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices"]
+                "ImageType", "FrameOfReferenceUID", "SliceThickness", "SpacingBetweenSlices", "Manufacturer",
+                "ManufacturerModelName", "InstitutionName"]
 
 
 @dataclass
@@ -55,6 +56,8 @@ class SeriesInfo:
     positions: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
     orientation: tuple[float, ...] | None = None
     thickness: float | None = None
+    site: str | None = None
+    """The pseudonymous acquisition site: institution, manufacturer and model, hashed with the salt."""
 
     @property
     def pseudonym(self) -> str:
@@ -155,6 +158,10 @@ def survey(folder: str | Path, recursive: bool = False, patient_salt: str | None
             series.orientation = tuple(float(v) for v in iop)
         if header.get("SliceThickness") and series.thickness is None:
             series.thickness = float(header.SliceThickness)
+        if series.site is None:
+            series.site = dicom_site(*(str(header.get(tag, "") or "") for tag in
+                                       ("InstitutionName", "Manufacturer", "ManufacturerModelName")),
+                                     salt=patient_salt)
         patients.setdefault(uid, set()).add(dicom_patient(str(header.get("PatientID", "") or ""),
                                                           patient_salt))
     for what, count in sorted(others.items()):

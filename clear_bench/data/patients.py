@@ -53,3 +53,17 @@ def dicom_patient(patient_id: str | None, salt: str | None = None) -> str | None
     if text.lower() in PLACEHOLDER_PATIENT_IDS:
         return None
     return pseudonymous_patient(text, salt)
+
+
+SITE_PREFIX = "site-"
+
+
+def dicom_site(institution: str, manufacturer: str, model: str, salt: str | None = None) -> str | None:
+    """The pseudonymous acquisition site of a DICOM series: ``site-`` + 12 hex digits of HMAC-SHA256(salt,
+    institution | manufacturer | model); ``None`` when all three are empty. The institution's name never
+    leaves this function."""
+    fields = [value.strip() for value in (institution, manufacturer, model)]
+    if not any(fields):
+        return None
+    digest = hmac.new(patient_salt(salt).encode(), "|".join(fields).encode(), hashlib.sha256).hexdigest()
+    return SITE_PREFIX + digest[:12]

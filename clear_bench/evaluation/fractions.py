@@ -30,7 +30,7 @@ def fraction_splits(splits: Splits, labels: Mapping[str, np.ndarray], label_type
     if fraction <= 0.0:
         raise ValueError(f"a training fraction must lie in (0, 1], got {fraction}")
     patient_of = {i: splits.patient_of.get(i, i) for i in splits.scan_ids}
-    strata = _strata(labels, label_type, patient_of)
+    strata = patient_strata(labels, label_type, patient_of)
     folds = []
     for fold in splits.folds:
         kept = {}
@@ -65,7 +65,7 @@ def nested_order(patients: Sequence[str], strata: Mapping[str, str], rng: np.ran
     return sorted(patients, key=lambda p: (keys[p], p))
 
 
-def _strata(labels: Mapping[str, np.ndarray], label_type: str,
+def patient_strata(labels: Mapping[str, np.ndarray], label_type: str,
             patient_of: Mapping[str, str]) -> dict[str, str]:
     """Each patient's stratum: its class (multi-class), its label (binary), or its rarest positive label
     (multi-label; ``"none"`` without one), from the union of its scans' labels."""

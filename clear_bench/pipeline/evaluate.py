@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from clear_bench.config import CrossValConfig
+from clear_bench.config import ComponentRef, CrossValConfig
 from clear_bench.errors import DataError, UserError
 from clear_bench.evaluation.bags import Bag, pad_bags
 from clear_bench.evaluation.bootstrap import Summary
@@ -33,12 +33,13 @@ from clear_bench.evaluation.crossval import (
 from clear_bench.evaluation.fractions import fraction_splits, training_patients
 from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
+from clear_bench.evaluation.sites import patient_sites, site_labels, site_splits
 from clear_bench.evaluation.splits import Splits, ensure_splits
-from clear_bench.leaderboard import EfficiencyPoint, Row, TaskBoard
+from clear_bench.leaderboard import EfficiencyPoint, Row, SiteHeldOut, TaskBoard
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.plan import PlannedHead
 from clear_bench.pipeline.statistics import StatsCache
-from clear_bench.specs import MetricSpec, stable_hash
+from clear_bench.specs import AggregatorSpec, MetricSpec, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class TaskInputs:
     """Scans left out of this task, as 'id: reason'."""
     metric: str = "auroc"
     """The primary metric: it ranks the rows and is the one compared."""
+    site_of: dict[str, str] | None = None
+    """The acquisition site of every scan, when the source knows it."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class EvaluationProtocol:
     fraction_draws: int = 3
     fraction_heads: tuple[str, ...] | None = None
     """Heads whose rows get label-efficiency curves (``None``: every head)."""
+    site_held_out: bool = False
+    """Also evaluate leave-one-site-out where the task knows sites, and probe the site from the embeddings."""
+    site_heads: tuple[str, ...] | None = None
 
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
@@ -120,7 +126,8 @@ class EvaluationProtocol:
                    section.train_config(device), section.comparison_resamples, section.permutations,
                    named(section.permutation_heads), section.repeats, section.require_patients,
                    section.threads, section.workers, train_fractions=tuple(section.train_fractions),
-                   fraction_draws=section.fraction_draws, fraction_heads=named(section.fraction_heads))
+                   fraction_draws=section.fraction_draws, fraction_heads=named(section.fraction_heads),
+                   site_held_out=section.site_held_out, site_heads=named(section.site_heads))
 
     @property
     def curve_fractions(self) -> list[float]:
@@ -174,6 +181,7 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                             seed=protocol.split_seed(r), val_fraction=protocol.val_fraction,
                             patient_of=patient_of) for r in range(protocol.repeats)]
     ids = splits[0].scan_ids
+    site_metrics = [m for m in metrics if "multiclass" in m.label_types]
     metrics = [m for m in metrics if inputs.label_type in m.label_types]
     permuted = [permute_labels(labels, patient_of, seed=protocol.seed + 1000 + index)
                 for index in range(protocol.permutations)]
@@ -186,33 +194,48 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                            f"fraction-{f:g}-draw-{d}") for f in fractions for d in range(draws)]
     curve_heads = (_named_heads(protocol.fraction_heads, heads, "crossval.fraction_heads") if fractions
                    else set())
+    held_out = site_splits(splits[0], labels, inputs.label_type, inputs.site_of, seed=protocol.seed) \
+        if protocol.site_held_out and inputs.site_of else None
+    site_runs = [CrossValRun(labels, held_out, "site-held-out")] if held_out else []
+    site_heads = _named_heads(protocol.site_heads, heads, "crossval.site_heads") if held_out else set()
     row_runs = {head.ref.id: real + (nulls if head.ref.id in null_heads else [])
-                + (subsets if head.ref.id in curve_heads else []) for head in heads}
+                + (subsets if head.ref.id in curve_heads else [])
+                + (site_runs if head.ref.id in site_heads else []) for head in heads}
+    rows_of, sites = list(heads), []
+    if held_out:  # one more row per encoder: the linear probe predicting the site from the embeddings
+        sites = sorted(set(patient_sites(inputs.site_of, splits[0].patient_of).values()))
+        shortcut = CrossValRun(site_labels({i: inputs.site_of[i] for i in ids}, splits[0].patient_of, sites),
+                               splits[0], "site-shortcut")
+        rows_of.append(PlannedHead(ComponentRef("linear-probe", SITE_PROBE, {}), _linear_probe_spec()))
+        row_runs[SITE_PROBE] = [shortcut]
     peeked = [source.peek(ids) for source in encoders]
+
+    def targets(head: PlannedHead) -> tuple[str, list[str]]:
+        return ("multiclass", sites) if head.ref.id == SITE_PROBE else (inputs.label_type, inputs.label_names)
 
     def stored(source_index: int, head: PlannedHead) -> list[CrossValResult] | None:
         bagset, dim = peeked[source_index]
-        return stored_crossvals(row_runs[head.ref.id], inputs.label_type, inputs.label_names, head.spec,
-                                head.ref.options, protocol.train, dim=dim, bagset_fingerprint=bagset,
+        return stored_crossvals(row_runs[head.ref.id], *targets(head), head.spec, head.ref.options,
+                                protocol.train, dim=dim, bagset_fingerprint=bagset,
                                 results_dir=task_dir / "folds")
 
     computed: dict[tuple[int, str], list[CrossValResult]] = {}
     for index in range(len(encoders)):
-        for head in heads:
+        for head in rows_of:
             found = stored(index, head)
             if found is not None:
                 computed[index, head.ref.id] = found
     position = {id(source): index for index, source in enumerate(encoders)}
     missing = [source for index, source in enumerate(encoders)
-               if any((index, head.ref.id) not in computed for head in heads)]
+               if any((index, head.ref.id) not in computed for head in rows_of)]
     with _cpu_threads(protocol.threads if protocol.train.device == "cpu" else None):
         for group in _memory_groups(missing, ids):
             padded = {source.label: pad_bags(bags, ids, cap=protocol.train.eval_max_instances)
                       for source, bags, _ in group}
-            todo = [(position[id(source)], head, bagset) for source, _, bagset in group for head in heads
+            todo = [(position[id(source)], head, bagset) for source, _, bagset in group for head in rows_of
                     if (position[id(source)], head.ref.id) not in computed]
             rows = [partial(run_crossvals, padded[encoders[index].label], row_runs[head.ref.id],
-                            inputs.label_type, inputs.label_names, head.spec, head.ref.options,
+                            *targets(head), head.spec, head.ref.options,
                             protocol.train, bagset_fingerprint=bagset, results_dir=task_dir / "folds")
                     for index, head, bagset in todo]
             # The rows are independent: forked workers fill the fold cache (largest first: bag size x
@@ -231,14 +254,24 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
             found = computed[index, head.ref.id]
             results, rest = found[:len(splits)], found[len(splits):]
             null_results = rest[:len(nulls)] if head.ref.id in null_heads else []
-            subset_results = rest[len(null_results):]
             summary = stats.summary(results, n_boot=protocol.bootstrap, seed=protocol.seed, metrics=metrics)
             null = stats.null(null_results, results[0], inputs.metric, metrics) if null_results else None
+            if head.ref.id in site_heads:
+                rest, site_results = rest[:-1], rest[-1:]
+            subset_results = rest[len(null_results):]
             row = Row(source.label, head.ref.id, summary, source.weights, null)
             if subset_results:
                 row.efficiency = _efficiency_curve(subset_results, [run.splits for run in subsets], splits[0],
                                                    summary, fractions, draws, stats, protocol, inputs.metric,
                                                    metrics)
+            if head.ref.id in site_heads:
+                value = stats.summary(site_results, n_boot=protocol.bootstrap, seed=protocol.seed,
+                                      metrics=metrics).get(inputs.metric)
+                row.site_held_out = SiteHeldOut(value.mean, value.ci_low, value.ci_high,
+                                                dict(zip(sites, value.fold_values, strict=True)))
+            if held_out:
+                row.site_shortcut = stats.summary(computed[index, SITE_PROBE], n_boot=1, seed=protocol.seed,
+                                                  metrics=site_metrics).get("auroc").mean
             cells.append(Cell(row, results))
     runs = {cell.row.name: cell.results for cell in cells}
     pairs = declared_pairs([source.role for source in encoders], [head.ref.id for head in heads])
@@ -250,8 +283,18 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                       extra_metrics=extra, level=level, repeats=protocol.repeats,
                       permutations=protocol.permutations, pairs=matrix,
                       null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads),
-                      fraction_draws=draws if curve_heads else 0)
+                      fraction_draws=draws if curve_heads else 0, sites=sites if held_out else [])
     return TaskResult(board, cells, task_dir)
+
+
+SITE_PROBE = "site-from-embeddings"
+"""The id of the per-encoder row that predicts the site (stored like a head's row, never on the board)."""
+
+
+def _linear_probe_spec() -> AggregatorSpec:
+    from clear_bench.builtin import clear_bench_aggregators
+
+    return next(spec for spec in clear_bench_aggregators() if spec.name == "linear-probe")
 
 
 def _efficiency_curve(results: Sequence[CrossValResult], subsets: Sequence[Splits], full: Splits,

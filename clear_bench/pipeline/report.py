@@ -49,6 +49,7 @@ from clear_bench.leaderboard import (
     EncoderCompute,
     NullSummary,
     Row,
+    SiteHeldOut,
     TaskBoard,
     efficiency_area,
     overall_standing,
@@ -229,6 +230,8 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
                       "compute": row.compute.to_dict() if row.compute else None,
                       "head_parameters": row.head_parameters, "cv_seconds": row.cv_seconds,
                       "efficiency": [asdict(point) for point in row.efficiency],
+                      "site_held_out": asdict(row.site_held_out) if row.site_held_out else None,
+                      "site_shortcut": row.site_shortcut,
                       "folds": [[fold.key for fold in run.folds] for run in cell.results],
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
@@ -236,7 +239,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
         "task": board.task, "label_type": board.label_type, "label_names": board.label_names,
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
         "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
-        "fraction_draws": board.fraction_draws,
+        "fraction_draws": board.fraction_draws, "sites": board.sites,
         "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
@@ -289,6 +292,11 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                   cell.get("weights", ""), null, bool(cell.get("reference")), compute,
                   cell.get("head_parameters"), math.nan if cv_seconds is None else float(cv_seconds))
         row.efficiency = [EfficiencyPoint(**point) for point in cell.get("efficiency") or []]
+        held = cell.get("site_held_out")
+        row.site_held_out = SiteHeldOut(
+            *(math.nan if held[k] is None else held[k] for k in ("mean", "ci_low", "ci_high")),
+            {site: math.nan if v is None else v for site, v in held["per_site"].items()}) if held else None
+        row.site_shortcut = math.nan if cell.get("site_shortcut") is None else float(cell["site_shortcut"])
         rows.append(row)
         keys = cell.get("folds") or [[]]
         missing = [key for key in keys[0] if not (folds_dir / f"{key}.npz").is_file()]
@@ -304,7 +312,8 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                       repeats=int(index["repeats"]), permutations=int(index["permutations"]),
                       null_heads=list(index["null_heads"]),
                       pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
-                      left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)))
+                      left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)),
+                      sites=list(index.get("sites", [])))
     shown = read("attention.json")
     return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
 
@@ -357,7 +366,7 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
 TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",
                "auroc_per_label": ".auroc-per-label", "scans_left_out": ".scans-left-out",
                "overall": "", "encoders_left_out": ".encoders-left-out",
-               "label_efficiency": ".label-efficiency"}
+               "label_efficiency": ".label-efficiency", "site_held_out": ".site-held-out"}
 """The CSV of each table beside a board: ``<board><suffix>.csv``."""
 
 
@@ -384,6 +393,8 @@ def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: st
                    "all-pairs matrix": f"{stem}.pairs.csv"}
     if "label_efficiency" in tables:
         board.files["label efficiency (CSV)"] = f"{stem}.label-efficiency.csv"
+    if "site_held_out" in tables:
+        board.files["site held out (CSV)"] = f"{stem}.site-held-out.csv"
     board.figures = {}
     for title, suffix, data in task_plots(task, plots or PlotCache(None)):
         files[f"{stem}.{suffix}.png"] = data

@@ -33,6 +33,7 @@ from clear_bench.pipeline.extract import CachedBags, Extraction, extract_embeddi
 from clear_bench.pipeline.plan import PlannedTask, RunPlan, plan_run
 from clear_bench.pipeline.report import AttentionScans, choose_attention_scans, write_report
 from clear_bench.registry import Registry
+from clear_bench.specs import SiteSource, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,18 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
     patient_of = {i: known[i] for i in ids if i in known} or None  # scans without a patient stay out
     return TaskInputs(task.ref.id, task.spec.label_type, list(task.data.label_names),
                       {i: task.data.labels[i] for i in ids}, patient_of,
-                      [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric)
+                      [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric,
+                      site_of=task_sites(task.data, ids))
+
+
+def task_sites(data: TaskData, ids: Sequence[str]) -> dict[str, str] | None:
+    """The acquisition site of each of ``ids``, from the task or its :class:`SiteSource`; ``None`` unless
+    every scan has one."""
+    sites = data.site_of
+    if sites is None and isinstance(data.source, SiteSource):
+        sites = {i: data.source.site_id(i) for i in ids}
+    found = {i: str(sites[i]) for i in ids if sites and sites.get(i) is not None}
+    return found if found and len(found) == len(ids) else None
 
 
 def attention_scans(task: PlannedTask, inputs: TaskInputs) -> AttentionScans:

@@ -20,7 +20,7 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing: Sequence[float] = 
                        row_dir=(1.0, 0.0, 0.0), col_dir=(0.0, 1.0, 0.0), origin=(-90.0, -120.0, 40.0),
                        shuffle_seed: int | None = 0, prefix: str = "img", without_pixels: int | None = None,
                        patient_id: str | None = "MRN-0042", patient_ids: Sequence[str] | None = None,
-                       ) -> list[Path]:
+                       institution: str = "General Hospital") -> list[Path]:
     """One CT series as single-frame files (with identifying fields, as a hospital export has them);
     ``patient_ids`` gives each file its own PatientID (a damaged export), else every file has
     ``patient_id`` (``None``: no PatientID element)."""
@@ -49,7 +49,7 @@ def write_dicom_series(folder: Path, hu: np.ndarray, spacing: Sequence[float] = 
         file_patient = patient_ids[n] if patient_ids is not None else patient_id
         if file_patient is not None:
             ds.PatientID = file_patient
-        ds.InstitutionName = "General Hospital"
+        ds.InstitutionName = institution
         ds.Modality = "CT"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.InstanceNumber = n + 1  # deliberately unrelated to position

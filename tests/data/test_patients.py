@@ -8,6 +8,7 @@ from clear_bench.data.patients import (
     DEFAULT_PATIENT_SALT,
     SALT_ENV,
     dicom_patient,
+    dicom_site,
     patient_salt,
     pseudonymous_patient,
 )
@@ -57,3 +58,16 @@ def test_dicom_series_patient_is_hashed_at_once(tmp_path, truth, dicom_writer, c
     salted = {s.uid: s.patient for s in find_series(folder, patient_salt="a secret of the site")}
     assert salted["1.2.826.0.9.1"] == pseudonymous_patient("MRN-0042", "a secret of the site") != a
 
+
+
+def test_dicom_series_site_is_a_salted_hash_of_institution_and_scanner(tmp_path, truth, dicom_writer):
+    folder = tmp_path / "sites"
+    dicom_writer(folder, truth[:2], series_uid="1.2.826.0.9.1", prefix="a")
+    dicom_writer(folder, truth[:2], series_uid="1.2.826.0.9.2", prefix="b", patient_id="MRN-0077")
+    dicom_writer(folder, truth[:2], series_uid="1.2.826.0.9.3", prefix="c", institution="St Elsewhere")
+    series = {s.uid: s.site for s in find_series(folder)}
+    a, b, c = (series[f"1.2.826.0.9.{k}"] for k in (1, 2, 3))
+    assert a == b == dicom_site("General Hospital", "", "") != c
+    assert all(re.fullmatch(r"site-[0-9a-f]{12}", s) for s in (a, c))
+    assert dicom_site("General Hospital", "", "", salt="a secret of the site") != a
+    assert dicom_site("", "", "") is None

@@ -47,7 +47,8 @@ tasks:
     options: {source: {name: synthetic, patients: 12, slices: 6, matrix: 40, cache_dir: volumes}}
 aggregators: [abmil, mean-pool]
 crossval: {folds: 2, epochs: 2, patience: 2, bootstrap: 30, batch_size: 8, permutations: 1,
-           comparison_resamples: 500, train_fractions: [0.5], fraction_draws: 1, fraction_heads: [mean-pool]}
+           comparison_resamples: 500, train_fractions: [0.5], fraction_draws: 1, fraction_heads: [mean-pool],
+           site_held_out: true, site_heads: [mean-pool]}
 """
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -74,6 +75,9 @@ def test_every_linked_file_exists_and_every_plot_is_a_png(bench: Path) -> None:
                                      "lesion-location.attention.png", "lesion-location.reliability.png",
                                      "lesion-location.label-efficiency.png", "overall.ranks.png"])
     assert "## Label efficiency" in board
+    held_out = board.split("## Site held out")[1].split("\n## ")[0]  # the synthetic cohort's three sites
+    assert "| site-a | site-b | site-c | site from embeddings |" in held_out
+    assert "| hu-reference | mean-pool |" in held_out and "| hu-reference | abmil |" not in held_out
     assert "[label efficiency (CSV)](lesion-location.label-efficiency.csv)" in board
     for link in _links(board) + _links(overall):
         assert (boards / link).is_file(), link
@@ -147,7 +151,7 @@ def _abmil_options() -> dict:
 def test_tables_beside_the_board_hold_every_row(bench: Path) -> None:
     tables = json.loads((bench / "boards" / "lesion-location.json").read_text())
     assert set(tables) == {"leaderboard", "compute", "comparisons", "auroc_per_label", "scans_left_out",
-                           "label_efficiency"}
+                           "label_efficiency", "site_held_out"}
     assert [r["rank"] for r in tables["leaderboard"]] == [1, 2, 3, 4]
     results = clear_bench.load_results(bench / "run").rows.set_index(["encoder", "aggregator"])
     for record in tables["leaderboard"]:

@@ -249,6 +249,12 @@ class FolderSource:
         series = self._lookup(scan_id).series
         return series.patient if series is not None else None
 
+    def site_id(self, scan_id: str) -> str | None:
+        """The pseudonymous site of a DICOM series (institution, manufacturer and model, hashed with the
+        salt); ``None`` for volume files."""
+        series = self._lookup(scan_id).series
+        return series.site if series is not None else None
+
     def reveals_patient(self, scan_id: str, value: str) -> bool:
         """Whether ``value`` (a label CSV's patient cell) is the raw DICOM PatientID of ``scan_id``."""
         patient = self.patient_id(scan_id)

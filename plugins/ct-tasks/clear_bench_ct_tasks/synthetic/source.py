@@ -26,7 +26,9 @@ class SyntheticSource:
     larger cohort extends a smaller one with the same seed.
 
     One scan per patient: the patient of a scan is the scan itself, ``patient_id(scan_id) == scan_id``
-    (a :class:`~clear_bench.specs.PatientSource` that says so, so that boards are patient-level)."""
+    (a :class:`~clear_bench.specs.PatientSource` that says so, so that boards are patient-level). Each
+    patient is scanned at one of ``sites`` simulated scanner sites (a
+    :class:`~clear_bench.specs.SiteSource`)."""
 
     name = "synthetic"
 
@@ -44,6 +46,10 @@ class SyntheticSource:
         """``scan_id`` itself: every synthetic patient has exactly one scan."""
         self._lookup(scan_id)
         return scan_id
+
+    def site_id(self, scan_id: str) -> str:
+        """The simulated scanner site of the scan (a :class:`~clear_bench.specs.SiteSource`)."""
+        return self.plan(scan_id).site.name
 
     def plan(self, scan_id: str) -> PatientPlan:
         """The clinical story and geometry of one patient (cheap: no pixels)."""

@@ -277,6 +277,9 @@ class PretrainerSpec:
     description: str = ""
     config_required: bool = True
     """Whether ``run`` needs a recipe file (``--config``)."""
+    code_version: str = ""
+    """Bumped by the plugin whenever a change to its training would change the encoder a recipe yields:
+    a benchmark's pretrained checkpoints are keyed by it, so they are trained again instead of reused."""
 
 
 @dataclass(frozen=True)

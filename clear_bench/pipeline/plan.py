@@ -102,13 +102,16 @@ def resolve_pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Pa
                        train: bool = True) -> ComponentRef:
     """Train the encoder of ``ref`` with its pretrainer unless a checkpoint of the same recipe exists.
 
-    The checkpoint is content-addressed by the pretrainer, its recipe file's bytes and its options; an
-    interrupted pretraining resumes from its last training state.
+    The checkpoint is content-addressed by the pretrainer (its name and code version), its recipe file's
+    bytes and its options; an interrupted pretraining resumes from its last training state.
     """
     assert ref.pretrain is not None
     spec = registry.pretrainer(ref.pretrain.name)
-    key = stable_hash({"pretrainer": spec.name, "config": ref.pretrain.config.read_text(),
-                       "options": ref.pretrain.options})
+    identity = {"pretrainer": spec.name, "config": ref.pretrain.config.read_text(),
+                "options": ref.pretrain.options}
+    if spec.code_version:
+        identity["code"] = spec.code_version
+    key = stable_hash(identity)
     folder = checkpoint_dir / f"{safe_filename(ref.id)}-{key}"
     marker = folder / "encoder-checkpoint.json"
     if marker.is_file():

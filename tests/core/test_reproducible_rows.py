@@ -67,15 +67,6 @@ def test_deterministic_rows_reproduce_byte_for_byte(two_runs) -> None:
     assert "| image-probe | mean-pool |" in board_a
 
 
-def _unmeasured(value):
-    """A stored result without what is timed on the machine (wall times, throughput)."""
-    if isinstance(value, dict):
-        return {k: _unmeasured(v) for k, v in value.items() if k not in ("cv_seconds", "throughput")}
-    if isinstance(value, list):
-        return [_unmeasured(v) for v in value]
-    return value
-
-
 def test_boards_state_commit_and_package_versions(two_runs) -> None:
     a, _ = two_runs
     info = provenance()

@@ -42,8 +42,8 @@ def test_disk_and_memory_stores_hold_the_same_slices_and_give_the_same_batches(t
     memory = open_slice_store(disk_config(tmp_path, store="memory"), source, source.scan_ids(), PLAN)
     disk = open_slice_store(disk_config(tmp_path / "stores"), source, source.scan_ids(), PLAN)
     assert memory.kind == "memory" and disk.kind == "disk" and disk.location.parent == tmp_path / "stores"
-    assert isinstance(disk.pixels, np.memmap) and not disk.pixels.flags.writeable
-    assert isinstance(disk.image(3).base, np.memmap)  # items are read through the mapping, not copied
+    assert isinstance(disk.pixels, np.memmap) and not disk.pixels.flags.writeable  # bulk reads
+    assert not np.shares_memory(disk.image(3), disk.pixels)  # an item: read into a buffer of its own
     assert memory.image(0).shape == (1, 48, 48)  # native resolution (the plan's 32 px is not used)
     assert np.array_equal(memory.pixels, disk.pixels) and np.array_equal(memory.items, disk.items)
     assert np.array_equal(memory.box_xyxy, disk.box_xyxy) and memory.scan_ids == disk.scan_ids

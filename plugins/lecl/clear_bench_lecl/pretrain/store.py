@@ -9,8 +9,11 @@ one :data:`ITEM_DTYPE` record per item (offset, shape, scan, slice, window, lesi
 * ``memory`` (:func:`build_slice_table`): the buffer lives in the process's RAM; each process holds its own.
 * ``disk`` (:func:`open_slice_store`): the buffer and the records are files in a folder named by the data's
   fingerprint (source, scan content fingerprints, slice plan, size policy), built once and opened read-only
-  and memory-mapped by every rank and loader worker, so pages are shared through the page cache and a
-  process's memory does not grow with the number of slices. A later run on the same data reuses the folder.
+  by every rank and loader worker: the records memory-mapped, each item's pixels read on demand (``pread``)
+  into a buffer of its own. The file's pages are shared through the node's page cache, and a process's
+  memory does not grow with the number of slices, nor with how many it has read (pages of a mapping that
+  a process touched would count in its RSS, whole large folios at a time on recent kernels, and may be
+  held against a job's memory limit). A later run on the same data reuses the folder.
 
 Building is serialised by a lock file beside the folder; the store is written into a temporary folder that
 is renamed into place when complete, with its ``manifest.json`` (the ready marker), so a reader never sees
@@ -25,10 +28,10 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,6 +39,9 @@ from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan, select_slices, slice_instances
 from clear_bench.errors import DataError
 from clear_bench.specs import ScanSource, stable_hash
+
+if TYPE_CHECKING:
+    from clear_bench_lecl.pretrain.config import DataConfig
 
 STORE_FORMAT = 1
 """Bumped when the files of a disk store or the pixels it holds change (enters every store key)."""
@@ -55,9 +61,9 @@ _PIXELS, _ITEMS, _BOXES, _MANIFEST = "pixels.u8", "items.npy", "boxes.npy", "man
 
 @dataclass
 class SliceTable:
-    """Stored slices: ``pixels`` (flat uint8, in RAM or memory-mapped), one ``items`` record per item
-    (:data:`ITEM_DTYPE`), ``box_xyxy [m, 4]`` float32 in pixels of the stored slice. ``location`` is the
-    folder of a disk store (``None`` in RAM)."""
+    """Stored slices: ``pixels`` (flat uint8, in RAM, or memory-mapped for bulk reads of a disk store), one
+    ``items`` record per item (:data:`ITEM_DTYPE`), ``box_xyxy [m, 4]`` float32 in pixels of the stored
+    slice. ``location`` is the folder of a disk store (``None`` in RAM)."""
 
     pixels: np.ndarray
     items: np.ndarray
@@ -66,6 +72,7 @@ class SliceTable:
     windows: tuple[str, ...] = ()
     failures: list[str] = field(default_factory=list)
     location: Path | None = None
+    _file: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_images(cls, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
@@ -99,11 +106,27 @@ class SliceTable:
         return "memory" if self.location is None else "disk"
 
     def image(self, index: int) -> np.ndarray:
-        """Item ``index`` as uint8 ``[c, h, w]`` (a view: no copy, read-only for a disk store)."""
+        """Item ``index`` as uint8 ``[c, h, w]``: a view of the RAM buffer, or read from a disk store."""
         item = self.items[index]
         c, h, w = int(item["channels"]), int(item["height"]), int(item["width"])
-        start = int(item["offset"])
-        return self.pixels[start:start + c * h * w].reshape(c, h, w)
+        start, size = int(item["offset"]), c * h * w
+        if self.location is None:
+            return self.pixels[start:start + size].reshape(c, h, w)
+        return np.frombuffer(self._read(start, size), dtype=np.uint8).reshape(c, h, w)
+
+    def _read(self, start: int, size: int) -> bytes:
+        pid = os.getpid()
+        if self._file is None or self._file[0] != pid:  # one descriptor per process (forked workers too)
+            self._file = (pid, os.open(self.location / _PIXELS, os.O_RDONLY))
+        fd = self._file[1]
+        data = os.pread(fd, size, start)
+        while len(data) < size:
+            more = os.pread(fd, size - len(data), start + len(data))
+            if not more:
+                raise DataError(f"{self.location / _PIXELS}: ends at byte {start + len(data)}, "
+                                f"item needs {start + size}; delete {self.location} to rebuild it")
+            data += more
+        return data
 
     @property
     def images(self) -> np.ndarray:
@@ -142,7 +165,7 @@ class SliceTable:
 
     def __getstate__(self) -> dict[str, Any]:
         # A disk store travels to spawned loader workers as its folder and is mapped again there.
-        state = dict(self.__dict__)
+        state = dict(self.__dict__, _file=None)
         if self.location is not None:
             state.update(pixels=None, items=None, box_xyxy=None)
         return state
@@ -404,7 +427,7 @@ def _map_arrays(folder: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.
     return pixels, items, box_xyxy
 
 
-def ensure_store(root: Path, key: str, write: Any, *, builder: bool,
+def ensure_store(root: Path, key: str, write: Callable[[Path], None], *, builder: bool,
                  timeout_s: float = WAIT_TIMEOUT_S, poll_s: float = 0.2) -> Path:
     """The folder ``root/key`` of a complete store: built by ``write(folder)`` under the store's lock when
     ``builder`` and missing; otherwise waited for (``timeout_s``), failing when a builder reports an error
@@ -479,18 +502,19 @@ def default_store_root() -> Path:
     return default_cache_dir() / "pretrain-slices"
 
 
-def open_slice_store(data: Any, source: ScanSource, scan_ids: Sequence[str], plan: SlicePlan, *,
+def open_slice_store(data: DataConfig, source: ScanSource, scan_ids: Sequence[str], plan: SlicePlan, *,
                      builder: bool = True, progress: bool = False) -> SliceTable:
-    """The slices of a run as its ``data`` section (:class:`~.config.DataConfig`) asks: in RAM, or a disk
-    store under ``data.store_dir`` built by the ``builder`` process of each node and mapped by all."""
+    """The slices of a run as its ``data`` section asks (``plan``: its slice plan): in RAM, or a disk store
+    under ``data.store_dir`` built by the ``builder`` process of each node and mapped by all."""
     native_max = None if data.slice_size else data.native_max_size
     if data.store == "memory":
         return build_slice_table(source, scan_ids, plan, data.keep_lesion_slices, progress,
                                  native_max=native_max)
     root = Path(data.store_dir) if data.store_dir else default_store_root()
     key = store_key(store_description(source, scan_ids, plan, data.keep_lesion_slices, native_max))
-    if progress and builder and not (root / key / _MANIFEST).is_file():
-        print(f"building the slice store {root / key}", flush=True)
+    if progress and builder:
+        verb = "using" if (root / key / _MANIFEST).is_file() else "building"
+        print(f"{verb} the slice store {root / key}", flush=True)
 
     def write(folder: Path) -> None:
         write_slice_store(folder, source, scan_ids, plan, data.keep_lesion_slices, native_max, progress)

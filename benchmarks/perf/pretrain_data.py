@@ -8,9 +8,8 @@ each opens the slices as the trainer does (:func:`open_slice_store`: the disk st
 augmentations, ``--image-size`` px). Per rank it prints:
 
 * peak RSS (``VmHWM``, with ``RssAnon`` / ``RssFile`` at the end): the in-RAM table grows with the
-  slices (about twice the table at its peak: the scans' chunks and the joined buffer), the disk store
-  stays flat (its items are read per item; the file's pages live in the node's page cache, outside the
-  processes);
+  slices (each rank holds the whole table), the disk store stays flat (its items are read per item;
+  the file's pages live in the node's page cache, outside the processes);
 * ``open s``: building or opening the slices (rank 1 of the disk arm waits for rank 0's build);
 * items/s while iterating (opening excluded).
 

@@ -193,16 +193,24 @@ class _Boxes(Sequence[np.ndarray]):
 
 
 class _MemoryPixels:
+    """A buffer grown in place (``realloc``: remapped, not copied, at these sizes), so building the table
+    takes about the table's memory, not the scans' pieces and the table together."""
+
     def __init__(self) -> None:
-        self.chunks: list[np.ndarray] = []
+        self.buffer = np.empty(0, dtype=np.uint8)
+        self.size = 0
 
     def write(self, data: np.ndarray) -> None:
-        self.chunks.append(data.reshape(-1))
+        flat = data.reshape(-1)
+        end = self.size + flat.size
+        if end > self.buffer.size:
+            self.buffer.resize(max(end, 2 * self.buffer.size, 1 << 20), refcheck=False)
+        self.buffer[self.size:end] = flat
+        self.size = end
 
     def result(self) -> np.ndarray:
-        pixels = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.uint8)
-        self.chunks = []
-        return pixels
+        self.buffer.resize(self.size, refcheck=False)
+        return self.buffer
 
 
 class _FilePixels:
@@ -225,7 +233,7 @@ class _Collected:
 def _collect(source: ScanSource, scan_ids: Sequence[str], plan: SlicePlan, keep_lesion_slices: bool,
              native_max: int | None, sink: _MemoryPixels | _FilePixels, progress: bool) -> _Collected:
     """Window the chosen slices of every scan, write their pixels to ``sink`` and return the records."""
-    records: list[tuple[int, ...]] = []
+    records: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
     kept_ids: list[str] = []
     failures: list[str] = []
@@ -252,19 +260,22 @@ def _collect(source: ScanSource, scan_ids: Sequence[str], plan: SlicePlan, keep_
         kept_ids.append(scan_id)
         for images, slice_index, window_id in parts:
             sink.write(images)
-            _, c, h, w = images.shape
-            for s, window in zip(slice_index.tolist(), window_id.tolist(), strict=True):
-                box = scan_boxes.get(int(s))
-                k = 0 if box is None else len(box)
-                records.append((offset, c, h, w, scan_index, s, window, box_start, k))
-                if k:
-                    boxes.append(box)
-                offset += c * h * w
-                box_start += k
+            n, c, h, w = images.shape
+            counts = np.array([len(scan_boxes.get(int(s), ())) for s in slice_index], dtype=np.int64)
+            part = np.zeros(n, dtype=ITEM_DTYPE)
+            part["offset"] = offset + np.arange(n, dtype=np.int64) * (c * h * w)
+            part["channels"], part["height"], part["width"] = c, h, w
+            part["scan"], part["slice"], part["window"] = scan_index, slice_index, window_id
+            part["box_start"] = box_start + np.cumsum(counts) - counts
+            part["box_count"] = counts
+            records.append(part)
+            boxes.extend(scan_boxes[int(s)] for s, k in zip(slice_index, counts, strict=True) if k)
+            offset += n * c * h * w
+            box_start += int(counts.sum())
     if not records:
         detail = f": {failures[0]}" if failures else ""
         raise DataError(f"no slices to pretrain on ({len(scan_ids)} scan(s) selected){detail}")
-    items = np.array(records, dtype=ITEM_DTYPE)
+    items = np.concatenate(records)
     box_xyxy = np.concatenate(boxes) if boxes else np.zeros((0, 4), dtype=np.float32)
     return _Collected(items, box_xyxy.astype(np.float32), kept_ids, failures, offset)
 

@@ -23,20 +23,23 @@ from lecl_pretrain_helpers import tiny_config
 from lecl_toy_source import ToySource
 
 from clear_bench.cli import main as cli_main
+from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan
+from clear_bench.data.windowing import PRESETS
 from clear_bench.errors import ConfigError
+from clear_bench.specs import LesionBox
 
 PLAIN = Augment(crop_min=0.08, blur=(0.0, 0.0), solarize=(0.0, 0.0), hflip=0.0, vflip=0.0)
 
 
 def _table(lesion_box: tuple[float, float, float, float] | None) -> SliceTable:
-    image = np.zeros((1, 1, 64, 64), dtype=np.uint8)
-    boxes = [np.zeros((0, 4), dtype=np.float32)]
+    image = np.zeros((1, 64, 64), dtype=np.uint8)
+    boxes = np.zeros((0, 4), dtype=np.float32)
     if lesion_box is not None:
         x0, y0, x1, y1 = lesion_box
-        image[0, 0, int(y0):int(y1), int(x0):int(x1)] = 255
-        boxes = [np.asarray([lesion_box], dtype=np.float32)]
-    return SliceTable(image, boxes, ["s"], np.zeros(1, int), np.zeros(1, int), np.zeros(1, int))
+        image[0, int(y0):int(y1), int(x0):int(x1)] = 255
+        boxes = np.asarray([lesion_box], dtype=np.float32)
+    return SliceTable.from_images([image], [boxes])
 
 
 def test_lesion_slice_gives_a_whole_view_and_a_crop_centred_on_the_lesion() -> None:
@@ -89,7 +92,7 @@ def test_slice_table_keeps_lesion_slices_and_maps_boxes_onto_the_resized_slice()
     source = ToySource(scans=2, slices=9, size=48, seed=0)
     plan = SlicePlan(windows=("soft-tissue", "lung"), slice_step=4, image_size=32, channels=1)
     table = build_slice_table(source, source.scan_ids(), plan, keep_lesion_slices=True)
-    # slices 0, 4, 8 plus lesion slices 1, 4, 7 -> 5 slices x 2 windows per scan
+    # slices 0, 4, 8 plus lesion slices 1, 4, 7 -> 5 slices x 2 windows per scan, at the plan's fixed size
     assert len(table) == 2 * 5 * 2 and table.images.shape[1:] == (1, 32, 32)
     assert table.is_lesion.sum() == 2 * 3 * 2
     for index in np.flatnonzero(table.is_lesion & (table.window_of == 0)):
@@ -99,6 +102,67 @@ def test_slice_table_keeps_lesion_slices_and_maps_boxes_onto_the_resized_slice()
         assert table.images[index, 0, cy, cx] > 180
     without = build_slice_table(source, source.scan_ids(), plan, keep_lesion_slices=False)
     assert len(without) == 2 * 3 * 2
+
+
+class _Volumes:
+    """A scan source serving the given HU volumes with their lesion boxes."""
+
+    name = "volumes"
+
+    def __init__(self, scans: dict[str, tuple[np.ndarray, list[LesionBox]]]) -> None:
+        self.scans = scans
+
+    def scan_ids(self) -> list[str]:
+        return list(self.scans)
+
+    def fingerprint(self, scan_id: str) -> str:
+        return str(hash(self.scans[scan_id][0].tobytes()))
+
+    def load(self, scan_id: str) -> Scan:
+        volume, lesions = self.scans[scan_id]
+        return Scan(scan_id, volume.astype(np.float32), lesions=list(lesions))
+
+
+def test_native_slices_keep_their_resolution_and_boxes_their_pixels() -> None:
+    rng = np.random.default_rng(0)
+    tall = rng.uniform(-200, 300, size=(2, 56, 40))  # padded to 56 x 56, 8 px of air each side
+    big = rng.uniform(-200, 300, size=(1, 300, 300))  # above the 150 px cap: downsampled
+    source = _Volumes({"tall": (tall, [LesionBox(1, 10.0, 20.0, 18.0, 30.0)]),
+                       "big": (big, [LesionBox(0, 100.0, 60.0, 140.0, 90.0)])})
+    plan = SlicePlan(windows=("soft-tissue",), image_size=32, channels=1)
+    table = build_slice_table(source, source.scan_ids(), plan, native_max=150)
+    assert [table.image(i).shape for i in range(len(table))] == [(1, 56, 56)] * 2 + [(1, 150, 150)]
+    window = PRESETS["soft-tissue"]
+    expected = np.rint(window.apply(tall[1]) * 255).astype(np.uint8)
+    assert np.array_equal(table.image(1)[0, :, 8:48], expected)  # the scan's own pixels, not resampled
+    assert np.array_equal(table.image(1)[0, :, :8], np.zeros((56, 8), np.uint8))  # air
+    np.testing.assert_allclose(table.boxes[1], [[18.0, 20.0, 26.0, 30.0]])  # shifted by the padding
+    np.testing.assert_allclose(table.boxes[2], [[50.0, 30.0, 70.0, 45.0]])  # scaled by 150 / 300
+    assert table.is_lesion.tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="different shapes"):
+        table.images  # noqa: B018
+
+
+def test_a_lesion_crop_has_the_detail_of_the_native_slice() -> None:
+    """Crops are cut from the stored slice at its native 256 px and then resized: a 4 px checkerboard
+    survives, where the same crop cut from a 64 px copy of the slice is a flat grey."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    checker = np.where((yy // 4 + xx // 4) % 2 == 0, -60.0, 200.0)[None]  # 0.25 / 0.9 in soft tissue
+    box = LesionBox(0, 120.0, 110.0, 136.0, 130.0)
+    source = _Volumes({"checker": (checker, [box])})
+    native = build_slice_table(source, ["checker"], SlicePlan(windows=("soft-tissue",), channels=1),
+                               native_max=512)
+    small = build_slice_table(source, ["checker"], SlicePlan(windows=("soft-tissue",), image_size=64,
+                                                             channels=1))
+    assert native.image(0).shape == (1, 256, 256) and small.image(0).shape == (1, 64, 64)
+    np.testing.assert_allclose(native.boxes[0], [[120.0, 110.0, 136.0, 130.0]])  # native coordinates
+    views = {name: PretrainDataset(table, 128, 1, (0.0,), (1.0,), "lesion", PLAIN)
+             for name, table in (("native", native), ("small", small))}
+    for seed in range(8):
+        crops = {name: dataset[(0, seed)][1].numpy()[0, 32:96, 32:96] for name, dataset in views.items()}
+        assert crops["native"].std() > 0.15, seed  # the pattern (0.25 / 0.9: std 0.325 unblurred)
+        assert crops["small"].std() < 0.04, seed  # blurred away
+        assert crops["native"].mean() == pytest.approx(crops["small"].mean(), abs=0.01)
 
 
 def _line_of(path: Path, text: str) -> int:

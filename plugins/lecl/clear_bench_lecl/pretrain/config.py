@@ -73,7 +73,21 @@ class DataConfig:
     slice_step: int = _option(int, 1, "keep every k-th axial slice")
     keep_lesion_slices: bool = _option(bool, True, "also keep every slice with a lesion box")
     slice_size: int | None = _option((int, NULL), None,
-                                     "side of the slices kept in memory (default: model.image_size)")
+                                     "one fixed side for every stored slice (default: each slice at its "
+                                     "native resolution, up to data.native_max_size)")
+    store: str = _option(str, "disk",
+                         "disk: a memory-mapped slice store built once per node and data, shared by its "
+                         "ranks and loader workers and reused by later runs; memory: a table in each "
+                         "process's RAM (small runs)", ("disk", "memory"))
+    store_dir: str | None = field(
+        default=None,
+        metadata={"option": Option(Path, None, "folder of the disk stores, one subfolder per data "
+                                   "fingerprint (default: <clear-bench cache>/pretrain-slices)",
+                                   must_exist=False)},
+    )
+    native_max_size: int = _option(int, 512,
+                                   "slices stored at native resolution are downsampled to this side where "
+                                   "larger; views are cut from them, then resized to model.image_size")
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,14 @@ def training_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of a config's :meth:`~PretrainConfig.to_dict` that determine the trained weights:
     all but its file path and ``runtime`` (where and how it runs: device, threads, output... may change on
     resume). Both the fingerprint and the resume-time comparison use it."""
-    return {key: value for key, value in values.items() if key not in ("path", "runtime")}
+    kept = {key: value for key, value in values.items() if key not in ("path", "runtime")}
+    if isinstance(kept.get("data"), Mapping):  # where the slices are kept does not change them
+        kept["data"] = {key: value for key, value in kept["data"].items() if key not in STORAGE_KEYS}
+    return kept
+
+
+STORAGE_KEYS = ("store", "store_dir")
+"""``data`` keys that say where the slices are kept, not what they are (left out of the fingerprint)."""
 
 
 RECIPE: Options = {
@@ -441,6 +462,8 @@ def _check_semantics(c: PretrainConfig, problems: _Located) -> None:
         )
     if c.data.slice_size is not None and c.data.slice_size < 8:
         problems.add("data.slice_size", f"must be >= 8, got {c.data.slice_size}")
+    if c.data.native_max_size < 8:
+        problems.add("data.native_max_size", f"must be >= 8, got {c.data.native_max_size}")
     if c.runtime.max_steps is not None and c.runtime.max_steps < 1:
         problems.add("runtime.max_steps", f"must be >= 1, got {c.runtime.max_steps}")
     if c.runtime.threads is not None and c.runtime.threads < 1:

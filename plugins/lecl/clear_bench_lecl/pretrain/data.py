@@ -1,10 +1,11 @@
-"""Pretraining data: windowed CT slices kept pre-resized in memory, LeCL / MoCo v3 views, the batch plan.
+"""Pretraining data: LeCL / MoCo v3 views of the stored slices, the batch plan.
 
-* :func:`build_slice_table` reads every scan of a :class:`ScanSource` once, windows and resizes its
-  slices through the data layer's :class:`SlicePlan` and keeps them as uint8 with their lesion boxes.
-* :class:`PretrainDataset` turns one slice into two augmented views. With ``sampling == "lesion"`` a
-  lesion slice gives a crop centred on one of its lesions (side drawn in ``[sqrt(crop_min) S, S]``,
-  zero-padded where it leaves the slice) and a view of the whole slice; every other slice (and every
+* The slices come from :mod:`.store` (:class:`SliceTable`: windowed uint8 slices at their native
+  resolution, in RAM or memory-mapped from a disk store, with their lesion boxes).
+* :class:`PretrainDataset` turns one slice into two augmented views, each cut from the stored slice and
+  then resized to the training size. With ``sampling == "lesion"`` a lesion slice gives a crop centred on
+  one of its lesions (side drawn in ``[sqrt(crop_min) S, S]`` for a stored side ``S``, zero-padded where
+  it leaves the slice) and a view of the whole slice; every other slice (and every
   slice under ``sampling == "none"``, plain MoCo v3) gives two random resized crops. Then MoCo v3's
   asymmetric augmentations: Gaussian blur (p 1.0 / 0.1), solarisation (p 0 / 0.2), flips; brightness and
   contrast jitter only when asked for (colour jitter has no meaning on CT).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,36 +26,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import Dataset, Sampler
 
-from clear_bench.data.scan import Scan
-from clear_bench.data.slices import SlicePlan, slice_instances
-from clear_bench.errors import DataError
 from clear_bench.specs import ScanSource
+from clear_bench_lecl.pretrain.store import SliceTable, build_slice_table
 
-
-@dataclass
-class SliceTable:
-    """Pre-resized slices: ``images [n, c, S, S]`` uint8 (``c`` = 1 per window, or the stacked windows);
-    ``boxes[i]``: the lesion boxes of item ``i``, ``[k, 4]`` (x0, y0, x1, y1) in pixels of the S x S image."""
-
-    images: np.ndarray
-    boxes: list[np.ndarray]
-    scan_ids: list[str]
-    scan_of: np.ndarray
-    slice_of: np.ndarray
-    window_of: np.ndarray
-    windows: tuple[str, ...] = ()
-    failures: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def is_lesion(self) -> np.ndarray:
-        return np.array([len(b) > 0 for b in self.boxes], dtype=bool)
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[-1])
+__all__ = ["Augment", "BatchPlan", "EpochBatches", "PretrainDataset", "SliceTable", "build_slice_table",
+           "collate", "select_scan_ids"]
 
 
 def select_scan_ids(source: ScanSource, scan_range: Sequence[int] | None) -> list[str]:
@@ -64,90 +40,6 @@ def select_scan_ids(source: ScanSource, scan_range: Sequence[int] | None) -> lis
         return ids
     start, stop = scan_range
     return ids[start:stop]
-
-
-def build_slice_table(
-    source: ScanSource,
-    scan_ids: Sequence[str],
-    plan: SlicePlan,
-    keep_lesion_slices: bool = True,
-    progress: bool = False,
-) -> SliceTable:
-    """Window and resize the slices of ``scan_ids`` once (``plan.image_size`` is the stored size; a
-    per-window plan should have ``channels == 1``: grey images are repeated to the encoder's channels later).
-
-    Every ``plan.slice_step``-th slice is kept, and with ``keep_lesion_slices`` every slice carrying a
-    lesion box too. A scan that cannot be read is recorded in ``failures`` and skipped.
-    """
-    images: list[np.ndarray] = []
-    boxes: list[np.ndarray] = []
-    scan_of: list[np.ndarray] = []
-    slice_of: list[np.ndarray] = []
-    window_of: list[np.ndarray] = []
-    kept_ids: list[str] = []
-    failures: list[str] = []
-    step_plan = replace(plan, slice_step=1, slice_spacing_mm=None)
-    iterator: Sequence[str] | Iterator[str] = scan_ids
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(scan_ids, desc="slices", unit="scan", leave=False)
-    for scan_id in iterator:
-        try:
-            scan = source.load(scan_id)
-            chosen = _chosen_slices(scan, plan, keep_lesion_slices)
-            sub = Scan(scan.scan_id, scan.volume[chosen], scan.spacing, scan.direction, [], scan.prewindowed)
-            instances = slice_instances(sub, step_plan)
-        except DataError as exc:
-            failures.append(f"{scan_id}: {exc}")
-            continue
-        slice_index = chosen[instances.slice_index]
-        scan_boxes = _boxes_by_slice(scan, plan.image_size)
-        empty = np.zeros((0, 4), dtype=np.float32)
-        boxes.extend(scan_boxes.get(int(s), empty) for s in slice_index)
-        images.append(np.rint(instances.images * 255.0).astype(np.uint8))
-        scan_of.append(np.full(len(instances), len(kept_ids), dtype=np.int64))
-        slice_of.append(slice_index)
-        window_of.append(instances.window_id)
-        kept_ids.append(scan_id)
-    if not images:
-        detail = f": {failures[0]}" if failures else ""
-        raise DataError(f"no slices to pretrain on ({len(scan_ids)} scan(s) selected){detail}")
-    return SliceTable(
-        np.concatenate(images),
-        boxes,
-        kept_ids,
-        np.concatenate(scan_of),
-        np.concatenate(slice_of),
-        np.concatenate(window_of),
-        tuple(plan.windows),
-        failures,
-    )
-
-
-def _chosen_slices(scan: Scan, plan: SlicePlan, keep_lesion_slices: bool) -> np.ndarray:
-    from clear_bench.data.slices import select_slices
-
-    chosen = set(select_slices(scan, plan).tolist())
-    if keep_lesion_slices:
-        chosen |= {s for s in scan.lesion_slices() if 0 <= s < scan.num_slices}
-    return np.array(sorted(chosen), dtype=np.int64)
-
-
-def _boxes_by_slice(scan: Scan, size: int) -> dict[int, np.ndarray]:
-    """Lesion boxes mapped like the slice itself: centre-padded to square, then scaled to ``size``."""
-    h, w = scan.volume.shape[1:]
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    scale = size / side
-    by_slice: dict[int, list[list[float]]] = {}
-    for box in scan.lesions:
-        x0, x1 = sorted((box.x0, box.x1))
-        y0, y1 = sorted((box.y0, box.y1))
-        by_slice.setdefault(box.slice_index, []).append(
-            [(x0 + left) * scale, (y0 + top) * scale, (x1 + left) * scale, (y1 + top) * scale]
-        )
-    return {s: np.asarray(b, dtype=np.float32) for s, b in by_slice.items()}
 
 
 # --- views ------------------------------------------------------------------------------------------
@@ -191,9 +83,9 @@ class PretrainDataset(Dataset):
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
         self.is_lesion = table.is_lesion
-        stored = table.images.shape[1]
-        if stored not in (1, channels):
-            raise ValueError(f"stored slices have {stored} channels; the encoder takes {channels}")
+        stored = set(np.unique(np.asarray(table.items["channels"])).tolist())
+        if not stored <= {1, channels}:
+            raise ValueError(f"stored slices have {sorted(stored)} channels; the encoder takes {channels}")
 
     def __len__(self) -> int:
         return len(self.table)
@@ -201,11 +93,11 @@ class PretrainDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
         index, seed = key
         rng = np.random.default_rng(seed)
-        image = self.table.images[index].astype(np.float32) / 255.0  # [c, S, S]
+        image = self.table.image(index)  # uint8 [c, h, w] as stored: cut first, convert only the cut
         boxes = self.table.boxes[index]
         lesion = bool(len(boxes))
         if self.sampling == "lesion" and lesion:
-            view1 = _resize(image, self.image_size)
+            view1 = self._whole(image)
             view2 = self._lesion_crop(image, boxes[rng.integers(len(boxes))], rng)
         else:
             view1 = self._random_resized_crop(image, rng)
@@ -214,28 +106,34 @@ class PretrainDataset(Dataset):
         view2 = self._finish(self._photometric(view2, 1, rng))
         return view1, view2, lesion
 
+    def _whole(self, image: np.ndarray) -> np.ndarray:
+        _, h, w = image.shape
+        side = max(h, w)
+        top, left = (h - side) // 2, (w - side) // 2  # centre-padded to square (stored slices already are)
+        return _resize(_unit(_crop_padded(image, top, left, side, side)), self.image_size)
+
     def _lesion_crop(self, image: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        size = image.shape[-1]
+        size = max(image.shape[-2:])
         cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
         side = max(round(rng.uniform(math.sqrt(self.augment.crop_min) * size, size)), 1)
         top, left = round(cy - side / 2.0), round(cx - side / 2.0)
-        return _resize(_crop_padded(image, top, left, side, side), self.image_size)
+        return _resize(_unit(_crop_padded(image, top, left, side, side)), self.image_size)
 
     def _random_resized_crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """torchvision's RandomResizedCrop: area in [crop_min, 1], log-uniform aspect in [3/4, 4/3]."""
-        size = image.shape[-1]
-        area = size * size
+        height, width = image.shape[-2:]
+        area = height * width
         log_ratio = (math.log(3 / 4), math.log(4 / 3))
         for _ in range(10):
             target = area * rng.uniform(self.augment.crop_min, 1.0)
             ratio = math.exp(rng.uniform(*log_ratio))
             w = round(math.sqrt(target * ratio))
             h = round(math.sqrt(target / ratio))
-            if 0 < w <= size and 0 < h <= size:
-                top = int(rng.integers(0, size - h + 1))
-                left = int(rng.integers(0, size - w + 1))
-                return _resize(image[:, top:top + h, left:left + w], self.image_size)
-        return _resize(image, self.image_size)
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return _resize(_unit(image[:, top:top + h, left:left + w]), self.image_size)
+        return _resize(_unit(image), self.image_size)
 
     def _photometric(self, view: np.ndarray, which: int, rng: np.random.Generator) -> np.ndarray:
         aug = self.augment
@@ -267,6 +165,11 @@ class PretrainDataset(Dataset):
 
 # Views are made with numpy, scipy and Pillow, all single-threaded: per-item torch ops on small images pay
 # intra-op thread synchronisation that costs more than the work (and steals the training threads' cores).
+
+
+def _unit(image: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1]."""
+    return image.astype(np.float32) / 255.0
 
 
 def _crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:

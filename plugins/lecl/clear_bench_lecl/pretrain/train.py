@@ -38,7 +38,6 @@ from clear_bench_lecl.pretrain.data import (
     EpochBatches,
     PretrainDataset,
     SliceTable,
-    build_slice_table,
     collate,
     select_scan_ids,
 )
@@ -55,6 +54,7 @@ from clear_bench_lecl.pretrain.state import (
     restore_rng,
     save_state,
 )
+from clear_bench_lecl.pretrain.store import open_slice_store
 
 
 @dataclass
@@ -195,11 +195,8 @@ class Trainer:
         self.log_path = self.out / f"{self.stem}-loss.csv"
         source = source or build_source(config)
         ids = select_scan_ids(source, config.data.scan_range)
-        self.table: SliceTable = build_slice_table(
-            source,
-            ids,
-            slice_plan(config),
-            config.data.keep_lesion_slices,
+        self.table: SliceTable = open_slice_store(  # built by local rank 0, mapped by every rank
+            config.data, source, ids, slice_plan(config), builder=ctx.local_rank == 0,
             progress=ctx.main and config.runtime.progress,
         )
         a = config.augment

@@ -72,7 +72,7 @@ def test_sampling_none_is_plain_moco_v3_and_the_default_name_is_the_public_codes
 
 
 def test_neither_a_recipe_nor_the_seed_flags_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match="--config FILE.*--data DIR"):
+    with pytest.raises(ConfigError, match=r"--config FILE.*--data DIR"):
         seed_settings({"epochs": 3}, has_config=False)
     assert cli_main(["pretrain", "lecl", "--epochs", "3"]) == 2
     assert NEEDS_RECIPE in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_neither_a_recipe_nor_the_seed_flags_is_a_clear_error(capsys: pytest.Cap
 
 def test_unknown_archs_and_bad_values_are_named_by_their_flag(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
-    with pytest.raises(ConfigError, match="--arch swin is not available.*vit_conv_base"):
+    with pytest.raises(ConfigError, match=r"--arch swin is not available.*vit_conv_base"):
         seed_settings({"data": str(tmp_path / "d"), "arch": "swin"}, has_config=False)
     with pytest.raises(ConfigError, match=r"moco_t \(--moco-t, sets loss.temperature\): must be > 0"):
         _config({"data": str(tmp_path / "d"), "moco_t": 0.0})

@@ -1,10 +1,10 @@
-"""Registers the LeCL encoders (ViT, MambaOut, VMamba), the LeCL pretrainer and the public CLEAR code's training
-folder as a scan source."""
+"""Registers the LeCL encoders (ViT, MambaOut, VMamba), the LeCL pretrainer, the public CLEAR code's training
+folder as a scan source and ``clear-bench import-checkpoint``."""
 
 from __future__ import annotations
 
 from clear_bench import hookimpl
-from clear_bench.specs import EncoderSpec, PretrainerSpec, SourceSpec
+from clear_bench.specs import CommandSpec, EncoderSpec, PretrainerSpec, SourceSpec
 
 
 @hookimpl
@@ -27,3 +27,9 @@ def clear_bench_sources() -> list[SourceSpec]:
 
     return [SOURCE_SPEC]
 
+
+@hookimpl
+def clear_bench_commands() -> list[CommandSpec]:
+    from clear_bench_lecl.import_checkpoint import IMPORT_COMMAND
+
+    return [IMPORT_COMMAND]

@@ -9,6 +9,7 @@ recipe) and :mod:`.seed_layout` (its training folder and lesion CSV as a scan so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ def run(config: Path | None, output_dir: Path | None, *, resume: bool | Path | s
     recipe = load_config(config, seed.options, output=output_dir, recipe=seed.recipe, settings=seed.settings)
     from clear_bench_lecl.pretrain.train import run_pretraining  # torch: only when training
 
-    for note in seed.notes:
-        print(note, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # once per job under torchrun
+        for note in seed.notes:
+            print(note, flush=True)
     return run_pretraining(recipe, resume=resume or None)
 
 

@@ -1,7 +1,9 @@
 """``clear-bench pretrain NAME``: train an encoder with a registered pretrainer (works under torchrun).
 
-Every pretrainer gets ``--config FILE``, ``--output-dir DIR`` and ``--resume [STATE]``; its declared
-options become further flags (``--epochs 3``), checked by the one option schema and passed to its ``run``.
+Every pretrainer gets ``--config FILE`` (required unless the pretrainer says it can do without, e.g. from
+flags alone), ``--output-dir DIR`` and ``--resume [STATE]``; its declared options become further flags
+(``--epochs 3``), checked by the one option schema and passed to its ``run``. A boolean flag given alone
+means true (``--moco-m-cos``).
 """
 
 from __future__ import annotations
@@ -26,15 +28,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         spec = entry.spec
         sub = pretrainers.add_parser(name, help=spec.description, description=spec.description)
         sub.add_argument("--config", type=Path, metavar="FILE", required=spec.config_required,
-                         help="the pretraining recipe (YAML)")
+                         help="the pretraining recipe (YAML)" if spec.config_required else
+                         "the pretraining recipe (YAML); optional: see this pretrainer's flags")
         sub.add_argument("--output-dir", type=Path, metavar="DIR",
                          help="run folder (default: the recipe's)")
         sub.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
                          help="continue from a training-state checkpoint (default: the newest in the "
                               "output folder)")
         add_flags(sub, spec.options, exclude=_CORE_FLAGS)
+        _bare_switches(sub, [key for key, option in spec.options.items() if option.types() == (bool,)])
         sub.set_defaults(pretrainer_spec=spec)
     return parser
+
+
+def _bare_switches(parser: argparse.ArgumentParser, dests: list[str]) -> None:
+    """Let the boolean flags of ``dests`` stand alone as switches (``--flag`` = ``--flag true``)."""
+    for action in parser._actions:
+        if action.dest in dests and action.option_strings:
+            action.nargs, action.const = "?", True
 
 
 def run(args: argparse.Namespace) -> int:

@@ -161,6 +161,8 @@ class RuntimeConfig:
                                   "torch CPU threads per process (default: torch's choice)")
     device: str = _option(str, "auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     progress: bool = _option(bool, True, "show a progress bar")
+    checkpoint_stem: str | None = _option((str, NULL), None, "file-name stem of the training states (default "
+                                          "{arch}-moco-{mode}-{experiment})")
 
 
 SECTIONS = {
@@ -271,14 +273,16 @@ def override_label(name: str) -> str:
 
 
 def load_config(path: str | Path | None, options: Mapping[str, Any] | None = None, *,
-                output: str | Path | None = None) -> PretrainConfig:
-    """Read the recipe ``path`` (``None``: defaults only), set the pretrainer ``options`` (names of
-    :data:`RUN_OPTIONS`; ``None`` values are left to the recipe) and ``output`` (``runtime.output_dir``,
-    relative to the working folder), and validate.
+                output: str | Path | None = None, recipe: Mapping[str, Any] | None = None,
+                settings: Mapping[str, tuple[str, Any]] | None = None) -> PretrainConfig:
+    """Read the recipe ``path`` (``None``: the mapping ``recipe``, else defaults only), set the keys of
+    ``settings`` (key path -> (the flag that set it, value), e.g. the public code's flags), the pretrainer
+    ``options`` (names of :data:`RUN_OPTIONS`; ``None`` values are left to the recipe) and ``output``
+    (``runtime.output_dir``, relative to the working folder), and validate.
 
     Raises :class:`ConfigError` with one line per problem.
     """
-    data: Any = {}
+    data: Any = {} if recipe is None else recipe
     lines: dict[str, int] = {}
     base = Path.cwd()
     if path is not None:
@@ -286,11 +290,14 @@ def load_config(path: str | Path | None, options: Mapping[str, Any] | None = Non
         data, lines = read_yaml(path)
         base = path.parent
         data = {} if data is None else data
-    where = str(path) if path is not None else "<defaults>"
+    where = str(path) if path is not None else "<defaults>" if recipe is None else "<built-in recipe>"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {describe(data)}")
     problems = _Located(Problems(where, lines))
     data = copy.deepcopy(data)
+    for key_path, (label, value) in (settings or {}).items():
+        if _set(data, key_path, copy.deepcopy(value)):
+            problems.overridden[key_path] = label
     for name, value in _check_overrides(options, problems).items():
         if _set(data, OVERRIDES[name], value):
             problems.overridden[OVERRIDES[name]] = name

@@ -34,6 +34,15 @@ def checkpoint_stem(arch: str, mode: str, experiment: str) -> str:
     return f"{arch}-moco-{mode}-{safe_filename(experiment)}"
 
 
+def run_stem(config: Any) -> str:
+    """The stem of a run's training states: its ``runtime.checkpoint_stem`` (made a plain file name), else
+    :func:`checkpoint_stem` of its arch, mode and experiment."""
+    stem = config.runtime.checkpoint_stem
+    if stem:
+        return safe_filename(stem)
+    return checkpoint_stem(config.model.arch, config.mode, config.experiment)
+
+
 def checkpoint_name(stem: str, epoch: int) -> str:
     """``{stem}-checkpoint_{epoch:04d}.pth.tar``; ``epoch`` counts from 1 (the epoch in progress or done)."""
     return f"{stem}-checkpoint_{epoch:04d}.pth.tar"

@@ -52,6 +52,7 @@ from clear_bench_lecl.pretrain.state import (
     list_checkpoints,
     load_state,
     restore_rng,
+    run_stem,
     save_state,
 )
 from clear_bench_lecl.pretrain.store import open_slice_store
@@ -190,7 +191,7 @@ class Trainer:
         if config.runtime.threads:
             torch.set_num_threads(config.runtime.threads)
         self.out = output_dir(config)
-        self.stem = checkpoint_stem(config.model.arch, config.mode, config.experiment)
+        self.stem = run_stem(config)
         self.encoder_path = self.out / encoder_name(config)
         self.log_path = self.out / f"{self.stem}-loss.csv"
         source = source or build_source(config)

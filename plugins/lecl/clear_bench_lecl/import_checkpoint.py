@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clear_bench.checkpoints import load_tensors
 from clear_bench.specs import CommandSpec
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ def read_public_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any
     Only ``torch.load(weights_only=True)``: a file that needs arbitrary Python objects (an executable
     pickle) is refused with a :class:`~clear_bench_lecl.checkpoint.CheckpointError` naming it.
     """
-    import pickle
 
     import torch
 
@@ -50,15 +50,7 @@ def read_public_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any
 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused: it holds Python objects that torch.load(weights_only=True) does not load "
-            f"(an executable pickle; {str(exc).splitlines()[0]}). Only tensors and plain values are read: "
-            "re-save its 'state_dict' with torch.save from the code that wrote it") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    payload = load_tensors(path, what="public CLEAR checkpoint", error=CheckpointError)
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path}: expected a dict with 'state_dict', got {type(payload).__name__}")
     if "state_dict" in payload:

@@ -62,9 +62,14 @@ class VolumeFileReader:
     def read(self, path: Path, scan_id: str | None = None) -> Scan:
         import SimpleITK as sitk
 
+        _check_not_empty(path)
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_complete(path)
             _check_nifti_finite(path)
+        elif path.name.lower().endswith((".nrrd", ".nhdr")):
+            _check_nrrd_magic(path)
+        else:
+            _check_metaimage_header(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -203,6 +208,58 @@ def _check_nifti_complete(path: Path) -> None:
                             "data and header)")
     elif size < expected:
         raise DataError(f"{path}: truncated NIfTI ({size} bytes, the header promises {expected})")
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+
+
+def _check_nrrd_magic(path: Path) -> None:
+    """ITK's error for a file that is not NRRD names no cause; the format's first bytes say it."""
+    with open(path, "rb") as handle:
+        magic = handle.read(8)
+    if not magic.startswith(b"NRRD000"):
+        raise DataError(f"{path}: not an NRRD file (it starts with {magic[:8]!r}, not the magic 'NRRD000x')")
+
+
+_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8}
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """A MetaImage header is ``key = value`` lines up to ``ElementDataFile``; ITK reports neither a missing
+    key nor missing inline voxels by name, so both are checked here."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    fields: dict[str, str] = {}
+    header_bytes = 0
+    for raw in head.splitlines(keepends=True):
+        header_bytes += len(raw)
+        key, sep, value = raw.decode("latin-1").partition("=")
+        if not sep:
+            raise DataError(f"{path}: not a MetaImage header (line {len(fields) + 1} is not 'key = value')")
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    for key in ("NDims", "DimSize", "ElementType", "ElementDataFile"):
+        if key not in fields:
+            raise DataError(f"{path}: MetaImage header has no '{key}' field")
+    item = _MET_BYTES.get(fields["ElementType"])
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    if fields["ElementDataFile"] != "LOCAL" or compressed or item is None or "HeaderSize" in fields:
+        return
+    try:
+        voxels = int(np.prod([int(v) for v in fields["DimSize"].split()]))
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError as exc:
+        raise DataError(f"{path}: MetaImage field DimSize or ElementNumberOfChannels is not a list of "
+                        f"integers ({fields['DimSize']!r})") from exc
+    expected = voxels * channels * item
+    present = path.stat().st_size - header_bytes
+    if present < expected:
+        raise DataError(f"{path}: truncated MetaImage ({present} bytes of voxel data; DimSize and "
+                        f"ElementType promise {expected})")
 
 
 def _check_nifti_finite(path: Path) -> None:

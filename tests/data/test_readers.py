@@ -182,3 +182,22 @@ def test_load_all_records_failures_and_carries_on(tmp_path, truth):
     scans, failures = load_all(_Files(paths))
     assert [s.scan_id for s in scans] == ["a", "c"]
     assert failures == [ScanFailure("b.nii.gz", failures[0].error)] and "b.nii.gz" in failures[0].error
+
+
+def test_empty_wrong_magic_and_truncated_volume_files_say_why(tmp_path, truth, nrrd_writer, mha_writer):
+    nrrd_writer(tmp_path / "good.nrrd", truth, SPACING)
+    mha_writer(tmp_path / "good.mha", truth, SPACING)
+    nrrd, mha = (tmp_path / "good.nrrd").read_bytes(), (tmp_path / "good.mha").read_bytes()
+    cases = {
+        "empty.nrrd": (b"", r"empty\.nrrd: empty file \(0 bytes\)"),
+        "empty.mha": (b"", r"empty\.mha: empty file \(0 bytes\)"),
+        "magic.nrrd": (b"XXXX" + nrrd[4:], r"magic\.nrrd: not an NRRD file .*'NRRD000x'"),
+        "magic.mha": (b"\x89PNG junk\n" * 4, r"magic\.mha: not a MetaImage header"),
+        "nodims.mha": (mha.replace(b"NDims = 3\n", b""), r"nodims\.mha: MetaImage header has no 'NDims'"),
+        "short.mha": (mha[: len(mha) // 2], r"short\.mha: truncated MetaImage .*promise 5760"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            read_scan(tmp_path / name)
+    assert read_scan(tmp_path / "good.mha").volume.shape == truth.shape

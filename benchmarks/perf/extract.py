@@ -8,11 +8,15 @@ Prints, for one encoder (default: a random-init ViT-S/16 at 224 px):
   written to a fresh cache, and its ratio to the ceiling;
 * the public CLEAR scripts' pattern on the same scans (one scan per DataLoader item, one slice per forward
   call, fp32) and the harness/seed ratio;
+* a rerun of the first round's extraction on its now complete cache (every scan served from the cache)
+  and how many times faster it is than extracting;
 * the peak resident memory of extraction runs over N and 2N scans, each in a fresh process (the main
   process's VmHWM, and the largest DataLoader worker's max RSS through RUSAGE_CHILDREN).
 
     uv run python benchmarks/perf/extract.py                 # about two minutes on two CPU cores
     uv run python benchmarks/perf/extract.py --device cuda --scans 16 --slices 64
+
+``--json PATH`` also writes every figure as JSON.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache
+from clear_bench.components import build_encoder
 from clear_bench.data.files import files_digest
 from clear_bench.data.readers import read_scan
 from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan
 from clear_bench.extraction import (
-    build_encoder,
     extract,
     make_instances,
     resolve_device,
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds (ratios: their median)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scan-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,6 +219,8 @@ def main() -> None:
         key, _, value = pair.partition("=")
         options[key] = yaml.safe_load(value)
     encoder = build_encoder(load_registry().encoder(args.encoder), options)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.exit(2, f"extract.py: --device {args.device}, but torch sees no CUDA device on this machine\n")
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     windows = tuple(w for w in args.windows.split(",") if w)
@@ -238,7 +246,13 @@ def main() -> None:
         for index in range(args.rounds):
             rounds.append(_round(index, encoder, source, ids[:n], ids[: min(n, args.seed_scans)], plan, root,
                                  device, precision, args.batch_size, args.num_workers, iterations))
-        memory = [measure_memory(sys.argv[1:], root / "scans", count) for count in (m, 2 * m)]
+        started = time.perf_counter()
+        rerun = extract(encoder, source, ids[:n], plan, EmbeddingCache(root / "cache-0"),
+                        batch_size=args.batch_size, num_workers=args.num_workers, precision=precision,
+                        device=device, progress=False)
+        rerun_s = time.perf_counter() - started
+        assert len(rerun.cached) == n and not rerun.extracted, rerun.summary()
+        memory = [measure_memory(_child_argv(sys.argv[1:]), root / "scans", count) for count in (m, 2 * m)]
 
     print()
     for r in rounds:
@@ -265,8 +279,40 @@ def main() -> None:
         print(f"peak RSS extracting {run['scans']:3.0f} scans ({run['instances']:.0f} instances, fresh "
               f"process): main {run['main_mb']:7.1f} MiB, largest DataLoader worker "
               f"{run['workers_mb']:7.1f} MiB")
+    first_s = rounds[0]["wall"]
+    print(f"cached rerun of round 1 ({n} scans, all from the cache): {rerun_s:.2f} s against {first_s:.1f} s "
+          f"extracting: {first_s / rerun_s:.0f}x faster")
     growth = memory[1]["main_mb"] - memory[0]["main_mb"]
     print(f"main-process peak growth from {m} to {2 * m} scans: {growth:+.1f} MiB")
+    if args.json:
+        result = {
+            "encoder": encoder.label, "embed_dim": encoder.embed_dim,
+            "image_size": encoder.preprocessing.image_size, "device": str(device), "precision": precision,
+            "threads": torch.get_num_threads(), "scans": n, "seed_scans": min(n, args.seed_scans),
+            "memory_scans": [m, 2 * m], "slices": args.slices, "matrix": args.matrix,
+            "windows": list(windows),
+            "instances_per_scan": per_scan, "batch_size": args.batch_size, "num_workers": args.num_workers,
+            "rounds": rounds, "chosen": which, "harness_to_raw": to_raw, "harness_to_raw_steady": steady,
+            "harness_to_seed": to_seed,
+            "rerun": {"scans": len(rerun.cached), "seconds": rerun_s, "first_seconds": first_s,
+                      "speedup": first_s / rerun_s},
+            "memory": memory, "memory_growth_mb": growth,
+            "memory_ratio": memory[1]["main_mb"] / memory[0]["main_mb"],
+        }
+        atomic_write_text(args.json, json.dumps(result, indent=1))
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """This script's options without ``--json`` (a memory child prints its figures, it writes no file)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--json":
+            skip = True
+        elif not arg.startswith("--json="):
+            out.append(arg)
+    return out
 
 
 def _stable(measured: dict[str, float]) -> bool:
@@ -278,9 +324,11 @@ def _round(index: int, encoder: Encoder, source: FolderSource, ids: list[str], s
            num_workers: int, iterations: int) -> dict[str, float]:
     """Raw forward, harness, seed pattern, raw forward again: one side-by-side measurement."""
     raw_before = raw_forward(encoder, device, precision, batch_size, iterations)
+    started = time.perf_counter()
     report = extract(encoder, source, ids, plan, EmbeddingCache(root / f"cache-{index}"),
                      batch_size=batch_size, num_workers=num_workers, precision=precision, device=device,
                      progress=False)
+    wall = time.perf_counter() - started
     assert not report.failed, report.summary()
     seed, _ = seed_pattern(encoder, source, seed_ids, plan, root / f"seed-{index}", device, num_workers)
     raw_after = raw_forward(encoder, device, precision, batch_size, iterations)
@@ -288,7 +336,8 @@ def _round(index: int, encoder: Encoder, source: FolderSource, ids: list[str], s
         "round": index + 1, "raw_before": raw_before, "raw_after": raw_after,
         "raw": (raw_before + raw_after) / 2, "harness": report.instances / report.seconds,
         "steady": report.instances / (report.seconds - report.first_batch_seconds),
-        "instances": report.instances, "seconds": report.seconds, "forward_seconds": report.forward_seconds,
+        "instances": report.instances, "seconds": report.seconds, "wall": wall,
+        "forward_seconds": report.forward_seconds,
         "startup": report.first_batch_seconds, "seed": seed,
         "raw_b1": raw_forward(encoder, device, "fp32", 1, 8),
     }

@@ -149,7 +149,7 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
     m = config.model
     backbone = build_backbone(m.arch, img_size=m.image_size, in_chans=m.channels, **m.arch_kwargs)
     if m.stop_grad_patch_embed:
-        frozen = [module for name, module in backbone.named_modules() if name.endswith("patch_embed")]
+        frozen = patch_projections(backbone)
         if not frozen:
             raise ConfigError(f"model.stop_grad_patch_embed: arch '{m.arch}' has no patch embedding")
         for module in frozen:
@@ -167,6 +167,26 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
         pred_layers=m.pred_layers,
         group=group,
     )
+
+
+def patch_projections(backbone: nn.Module) -> list[nn.Module]:
+    """The final projection of each patch embedding: what MoCo v3's stop-gradient trick freezes.
+
+    A patchify ViT's ``patch_embed.proj`` is one conv (its norm stays trainable); in a conv stem the
+    projection is the stem's last conv or linear layer, and the convs and BatchNorms before it keep
+    training.
+    """
+    found = []
+    for name, module in backbone.named_modules():
+        if not name.endswith("patch_embed"):
+            continue
+        head = getattr(module, "proj", module)
+        layers = [layer for layer in head.modules() if isinstance(layer, nn.Conv2d | nn.Linear)]
+        if isinstance(head, nn.Conv2d | nn.Linear):
+            found.append(head)
+        elif layers:
+            found.append(layers[-1])
+    return found
 
 
 def encoder_name(config: PretrainConfig) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +46,20 @@ def free_port() -> int:
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """``python -m torch.distributed.run --nproc-per-node N ARGS`` on a free local port, one thread each."""
+    """``python -m torch.distributed.run --nproc-per-node N ARGS`` on a free local port, one thread each.
+
+    Past ``timeout`` the launcher and its workers are killed (a hang fails the test instead of blocking it)
+    and :class:`subprocess.TimeoutExpired` is raised with their output so far.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

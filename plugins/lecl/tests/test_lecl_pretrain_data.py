@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from clear_bench_lecl.pretrain.data import (
     SliceTable,
     build_slice_table,
 )
+from clear_bench_lecl.pretrain.seed_cli import IMAGENET_MEAN, IMAGENET_STD, PUBLIC_RECIPE
 from clear_bench_lecl.pretrain.train import build_source
 from lecl_pretrain_helpers import tiny_config
 from lecl_toy_source import ToySource
@@ -241,13 +243,36 @@ def test_source_options_are_checked_with_the_recipe_line(tmp_path: Path) -> None
 def test_registering_the_pretrainer_imports_no_torch() -> None:
     code = ("import sys; from clear_bench_lecl.pretrain import pretrainer_specs; "
             "spec, = pretrainer_specs(); assert not spec.config_required and 'epochs' in spec.options; "
+            "assert spec.code_version.startswith('lecl-pretrain-'), spec.code_version; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_every_recipe_validates() -> None:
-    recipes = sorted((Path(__file__).resolve().parents[3] / "benchmarks" / "pretrain").glob("*.yaml"))
-    assert len(recipes) >= 5
+RECIPES = Path(__file__).resolve().parents[3] / "benchmarks" / "pretrain"
+
+
+def test_every_recipe_validates_and_says_whose_settings_it_has() -> None:
+    recipes = sorted(RECIPES.glob("*.yaml"))
+    assert len(recipes) >= 7
     for recipe in recipes:
         config = load_config(recipe)
         assert config.optim.batch_size % config.optim.accum_steps == 0, recipe.name
+        first = recipe.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# Settings: ") and len(first) > len("# Settings: ") + 10, recipe.name
+
+
+def test_the_public_code_recipe_has_the_seed_commands_settings() -> None:
+    recipe = load_config(RECIPES / "clear-public.yaml")
+    seed = load_config(None, recipe=PUBLIC_RECIPE)
+    # main_moco.py's defaults, as the recipe's Settings line says
+    assert (recipe.loss.temperature, recipe.optim.weight_decay, recipe.optim.base_lr) == (1.0, 1e-6, 1e-4)
+    assert recipe.optim.momentum == 0.99 and not recipe.optim.momentum_cosine
+    assert (recipe.optim.batch_size, recipe.optim.epochs, recipe.optim.warmup_epochs) == (4096, 100, 10.0)
+    assert recipe.model.arch == "vit_conv_base" and recipe.augment.jitter == 0.4
+    assert list(recipe.model.mean) == IMAGENET_MEAN and list(recipe.model.std) == IMAGENET_STD
+    # one set of values for both; the recipe takes the public code's loss form, the seed command the paper's
+    assert recipe.loss.name == "lecl-reference" and seed.loss.name == "lecl"
+    assert replace(recipe.loss, name=seed.loss.name) == seed.loss
+    for section in ("model", "augment", "optim"):
+        assert getattr(recipe, section) == getattr(seed, section), section
+    assert (recipe.sampling, recipe.lesion_oversample) == (seed.sampling, seed.lesion_oversample)

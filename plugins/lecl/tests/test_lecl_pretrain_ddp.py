@@ -4,6 +4,7 @@ match one process trained on the same global batches."""
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clear_bench_lecl.pretrain.config import load_config
 from clear_bench_lecl.pretrain.train import DistContext, Trainer, state_digest
-from lecl_pretrain_helpers import tiny_config, torchrun
+from lecl_pretrain_helpers import HERE, tiny_config, torchrun
+
+SPLIT_WORKER = str(HERE / "lecl_split_folders_worker.py")
 
 
 def _losses(folder: Path) -> list[float]:
@@ -52,3 +55,48 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
     for key, value in state["model"].items():
         # Adam turns rounding-level gradient differences into at most a few lr-sized steps
         torch.testing.assert_close(value, trained[key], rtol=0, atol=5 * single.peak_lr, msg=key)
+
+
+def _split_run(recipe: Path, base: Path, resume: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return torchrun([SPLIT_WORKER, str(recipe), str(base), resume], timeout=150)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the ranks hung (resume {resume}): {str(exc.output)[-2000:]} {str(exc.stderr)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_ranks_that_see_different_output_folders_take_rank_0s_checkpoint_decisions(tmp_path: Path) -> None:
+    # Each rank writes to its own folder, as nodes without a shared filesystem do; only rank 0's gets files.
+    recipe = tiny_config(tmp_path, "split", optim={"epochs": 2, "precision": "fp32"},
+                         runtime={"max_steps": 4, "checkpoint_every_steps": 0})
+    base = tmp_path / "split-runs"
+    first = _split_run(recipe, base, "no")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    saved = sorted((base / "rank0").glob("*-checkpoint_*.pth.tar"))[-1]  # the state at step 4
+    assert not (base / "rank1").exists() or not any((base / "rank1").iterdir())
+    # Rank 1 sees no state, or another run's file under the same name: it must still resume rank 0's.
+    (base / "rank1").mkdir(parents=True, exist_ok=True)
+    (base / "rank1" / saved.name).write_bytes(b"another run's training state")
+
+    recipe = tiny_config(tmp_path, "split", optim={"epochs": 2, "precision": "fp32"},
+                         runtime={"checkpoint_every_steps": 0})  # the same training, to its end
+    second = _split_run(recipe, base, "if-present")
+    output = second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.returncode == 0, output
+    assert "resumed from" in second.stdout and "at step 4/6" in second.stdout
+    assert "rank 0 finished" in second.stdout and "rank 1 finished" in second.stdout, output
+    # Rank 0's folder held a state, rank 1's none of this run: no extra final state was asked of one rank.
+    (final,) = (base / "rank0").glob("*-checkpoint_0002.pth.tar")
+    state = torch.load(final, weights_only=True)
+    assert state["step"] == 6
+    rank0, rank1 = state["rank_digests"]
+    assert rank0 == rank1 == state_digest(state["model"])
+    assert list((base / "rank0").glob("*-encoder.pt"))
+
+    # --resume with no state in rank 0's folder is an error on every rank, even where rank 1 sees one.
+    other = tmp_path / "split-missing"
+    (other / "rank1").mkdir(parents=True)
+    (other / "rank1" / saved.name).write_bytes(saved.read_bytes())
+    third = _split_run(recipe, other, "latest")
+    assert third.returncode != 0
+    assert third.stderr.count("--resume: no checkpoint") >= 2, third.stderr[-3000:]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from clear_bench_lecl.pretrain.loss import LossConfig, contrastive_loss, loss_from_logits
+from clear_bench_lecl.pretrain.loss import LossConfig, contrastive_loss, loss_from_logits, similarity_logits
 from clear_bench_lecl.pretrain.model import MoCoV3
 
 torch.set_num_threads(1)
@@ -76,6 +76,23 @@ def test_gradient_flows_through_queries_only() -> None:
     contrastive_loss(q, k, lesion, LossConfig("lecl", 2.0)).backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
     assert k.grad is None
+
+
+@pytest.mark.parametrize("variant", ["lecl", "lecl-reference", "infonce"])
+def test_the_loss_is_float32_under_bf16_autocast(variant: str) -> None:
+    generator = torch.Generator().manual_seed(11)
+    q = torch.randn(16, 32, generator=generator)
+    k = torch.randn(16, 32, generator=generator)
+    lesion = torch.rand(16, generator=generator) < 0.4
+    config = LossConfig(variant, 2.0, temperature=0.1)
+    want = contrastive_loss(q, k, lesion, config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (q @ k.t()).dtype == torch.bfloat16  # autocast is really on for a plain matmul
+        logits = similarity_logits(q, k, 0.1)
+        got = contrastive_loss(q, k, lesion, config)
+    assert logits.dtype == got.dtype == torch.float32
+    torch.testing.assert_close(logits, q @ k.t() / 0.1, rtol=0, atol=1e-5)
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
 
 
 def _tiny_moco() -> MoCoV3:

@@ -19,6 +19,11 @@ from clear_bench.specs import PretrainerSpec
 from clear_bench_lecl.pretrain.config import RUN_OPTIONS, load_config
 from clear_bench_lecl.pretrain.seed_cli import SAMPLING_CHOICES, SEED_OPTIONS, seed_settings
 
+CODE_VERSION = "lecl-pretrain-2"
+"""Changed whenever training changes the encoder a recipe yields, so benchmarks train again instead of
+reusing older checkpoints (2: fp32 loss under autocast, patch-projection-only stop-gradient, synchronised
+conv-stem BatchNorm under CPU DDP)."""
+
 OPTIONS = {
     **SEED_OPTIONS,
     **RUN_OPTIONS,
@@ -61,5 +66,6 @@ def pretrainer_specs() -> list[PretrainerSpec]:
             "(lesion-centred views and lesion-weighted loss); DDP under torchrun. A recipe (--config) or "
             "the public CLEAR code's flags (--data DIR --df-path CSV --arch ...)",
             config_required=False,
+            code_version=CODE_VERSION,
         )
     ]

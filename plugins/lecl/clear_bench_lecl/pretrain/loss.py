@@ -85,19 +85,27 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """Loss of local queries ``q [N, D]`` against the keys ``k [N, D]`` of every rank (no gradient to keys).
 
-    ``lesion`` is the local bool mask of lesion slices (gathered like the keys).
+    ``lesion`` is the local bool mask of lesion slices (gathered like the keys). Computed in float32
+    under autocast too: the features may arrive in bf16, the logits, softmax and weighting never are.
     """
-    q = F.normalize(q.float(), dim=1)
-    with torch.no_grad():
-        k = F.normalize(k.float(), dim=1)
-        keys = gather_from_ranks(k, group)
-        lesion_keys = None
-        if lesion is not None and config.variant != "infonce":
-            lesion_keys = gather_from_ranks(lesion.to(torch.uint8), group).bool()
-    rank = dist.get_rank(group) if _distributed(group) else 0
-    logits = q @ keys.t() / config.temperature
-    loss = loss_from_logits(logits, lesion_keys, rank * q.shape[0], config.variant, config.lam)
-    return loss * (2.0 * config.temperature) if config.scale_by_2tau else loss
+    with torch.autocast(q.device.type, enabled=False):  # bf16 logits would be off by up to ~1e-2
+        q = F.normalize(q.float(), dim=1)
+        with torch.no_grad():
+            k = F.normalize(k.float(), dim=1)
+            keys = gather_from_ranks(k, group)
+            lesion_keys = None
+            if lesion is not None and config.variant != "infonce":
+                lesion_keys = gather_from_ranks(lesion.to(torch.uint8), group).bool()
+        rank = dist.get_rank(group) if _distributed(group) else 0
+        logits = similarity_logits(q, keys, config.temperature)
+        loss = loss_from_logits(logits, lesion_keys, rank * q.shape[0], config.variant, config.lam)
+        return loss * (2.0 * config.temperature) if config.scale_by_2tau else loss
+
+
+def similarity_logits(q: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``q . k / tau`` of every query and key, in float32 even inside an autocast region."""
+    with torch.autocast(q.device.type, enabled=False):
+        return q.float() @ keys.float().t() / temperature
 
 
 @torch.no_grad()

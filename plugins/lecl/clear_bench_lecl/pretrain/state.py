@@ -66,11 +66,13 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Read a training state (``weights_only=True``); :class:`ResumeError` naming the file otherwise."""
-    if not path.is_file():
+def load_state(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """Read a training state (``weights_only=True``) from ``path``, or from ``data``, the bytes of that file
+    (received from another rank); :class:`ResumeError` naming the file otherwise."""
+    if data is None and not path.is_file():
         raise ResumeError(f"--resume: no training-state checkpoint at {path}")
-    state = load_tensors(path, what="training-state checkpoint", error=ResumeError)
+    source: Path | bytes = path if data is None else data
+    state = load_tensors(source, what="training-state checkpoint", origin=path, error=ResumeError)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: field 'format' is not {STATE_FORMAT!r}; is it an encoder checkpoint?")
     if state.get("format_version") != STATE_VERSION:

@@ -10,10 +10,11 @@ and, at the end, the encoder checkpoint that the LeCL encoders load.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from clear_bench.data.slices import SlicePlan
-from clear_bench.errors import ConfigError
+from clear_bench.errors import ConfigError, UserError
 from clear_bench.extraction import resolve_device, resolve_precision
 from clear_bench.schema import Problems, check_mapping, read_yaml
 from clear_bench.specs import RESUME_IF_PRESENT, Preprocessing, ScanSource
@@ -149,7 +150,7 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
     m = config.model
     backbone = build_backbone(m.arch, img_size=m.image_size, in_chans=m.channels, **m.arch_kwargs)
     if m.stop_grad_patch_embed:
-        frozen = [module for name, module in backbone.named_modules() if name.endswith("patch_embed")]
+        frozen = patch_projections(backbone)
         if not frozen:
             raise ConfigError(f"model.stop_grad_patch_embed: arch '{m.arch}' has no patch embedding")
         for module in frozen:
@@ -167,6 +168,26 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
         pred_layers=m.pred_layers,
         group=group,
     )
+
+
+def patch_projections(backbone: nn.Module) -> list[nn.Module]:
+    """The final projection of each patch embedding: what MoCo v3's stop-gradient trick freezes.
+
+    A patchify ViT's ``patch_embed.proj`` is one conv (its norm stays trainable); in a conv stem the
+    projection is the stem's last conv or linear layer, and the convs and BatchNorms before it keep
+    training.
+    """
+    found = []
+    for name, module in backbone.named_modules():
+        if not name.endswith("patch_embed"):
+            continue
+        head = getattr(module, "proj", module)
+        layers = [layer for layer in head.modules() if isinstance(layer, nn.Conv2d | nn.Linear)]
+        if isinstance(head, nn.Conv2d | nn.Linear):
+            found.append(head)
+        elif layers:
+            found.append(layers[-1])
+    return found
 
 
 def encoder_name(config: PretrainConfig) -> str:
@@ -249,6 +270,7 @@ class Trainer:
         self.autocast_dtype = _autocast_dtype(o.precision, ctx.device)
         self.step = 0
         self.momentum = o.momentum
+        self._pending_state: tuple[bytes, dict[str, Any]] | None = None
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -302,10 +324,32 @@ class Trainer:
         return path
 
     def resume_from(self, resume: str | Path | bool) -> None:
+        """Continue from a training state. Rank 0 picks and checks the file in its own output folder;
+        every rank then holds the same state: its local copy when its bytes are rank 0's, else the bytes
+        rank 0 sends (ranks on nodes without a shared filesystem see other folders, or none)."""
+        chosen = self._agree(lambda: self._read_resume_state(resume))
+        if chosen is None:
+            return
+        path, digest = Path(chosen[0]), chosen[1]
+        state = self._agreed_state(path, digest)
+        self._pending_state = None
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.momentum = float(state["momentum"]["value"])
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world:
+            restore_rng(rngs[self.ctx.rank])
+        if self.ctx.main:
+            print(f"resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+
+    def _read_resume_state(self, resume: str | Path | bool) -> tuple[str, str] | None:
+        """Rank 0: the state file to resume from and its sha256 (``None``: start afresh), checked against
+        this run's settings; its bytes and content are kept for :meth:`_agreed_state`."""
         if resume == RESUME_IF_PRESENT:  # a benchmark run: continue when a state exists, else start afresh
             found = list_checkpoints(self.out, self.stem)
             if not found:
-                return
+                return None
             resume = found[-1]
         if resume is True:
             found = list_checkpoints(self.out, self.stem)
@@ -317,7 +361,10 @@ class Trainer:
             path = found[-1]
         else:
             path = Path(str(resume))
-        state = load_state(path)
+        if not path.is_file():
+            raise ResumeError(f"--resume: no training-state checkpoint at {path}")
+        data = path.read_bytes()
+        state = load_state(path, data)
         if state["training_fingerprint"] != self.config.training_fingerprint():
             changed = _changed_keys(training_values(state["config"]), training_values(self.config.to_dict()))
             raise ResumeError(
@@ -329,15 +376,47 @@ class Trainer:
                 f"{path}: {state['steps_per_epoch']} steps per epoch, this data gives "
                 f"{self.steps_per_epoch}; the scans changed"
             )
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.momentum = float(state["momentum"]["value"])
-        rngs = state["rng"]
-        if len(rngs) == self.ctx.world:
-            restore_rng(rngs[self.ctx.rank])
+        self._pending_state = (data, state)
+        return str(path), hashlib.sha256(data).hexdigest()
+
+    def _agreed_state(self, path: Path, digest: str) -> dict[str, Any]:
+        """Rank 0's state on every rank: read locally where the file there has rank 0's bytes, else sent."""
         if self.ctx.main:
-            print(f"resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+            assert self._pending_state is not None
+            data, state = self._pending_state
+            if self.ctx.world == 1:
+                return state
+        else:
+            data = path.read_bytes() if path.is_file() else None
+            if data is not None and hashlib.sha256(data).hexdigest() != digest:
+                data = None  # another run's file of the same name
+        if not all(self._gather(data is not None)):
+            box = [data if self.ctx.main else None]
+            dist.broadcast_object_list(box, src=0, group=self.ctx.group)
+            data = data if data is not None else box[0]
+        return state if self.ctx.main else load_state(path, data)
+
+    def _agree(self, decide: Callable[[], Any]) -> Any:
+        """``decide()`` as rank 0 sees it, on every rank: a choice that depends on the files a rank sees
+        must be the same everywhere, or the ranks take different collectives and wait for each other
+        forever. An exception there is raised on every rank."""
+        if self.ctx.world == 1:
+            return decide()
+        box: list[Any] = [None]
+        failure: BaseException | None = None
+        if self.ctx.main:
+            try:
+                box[0] = ("value", decide())
+            except Exception as exc:
+                failure = exc
+                box[0] = ("error", isinstance(exc, UserError), str(exc))
+        dist.broadcast_object_list(box, src=0, group=self.ctx.group)
+        if failure is not None:
+            raise failure
+        if box[0][0] == "error":
+            _, user, message = box[0]
+            raise ResumeError(message) if user else RuntimeError(f"rank 0 failed: {message}")
+        return box[0][1]
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -399,7 +478,8 @@ class Trainer:
                     flush=True,
                 )
             return None
-        if not list_checkpoints(self.out, self.stem) or (every and self.step % every):
+        unsaved = bool(every and self.step % every)
+        if self._agree(lambda: unsaved or not list_checkpoints(self.out, self.stem)):
             self.save_checkpoint()
         return self._save_encoder()
 

@@ -1,9 +1,9 @@
 """Independent trainings on the CPU cores: forked worker processes that fill the fold-result cache.
 
 Every (head, labels, split) cross-validation of one encoder is independent and content-addressed, so the
-workers only compute and save fold results (one torch thread each); the caller then runs the same calls
-in order and reads every fold back. Results are identical to a serial run: each fold seeds its own RNG
-from the protocol's seed and its index, whatever process trains it.
+workers only compute and save fold results (one torch and one BLAS thread each); the caller then runs the
+same calls in order and reads every fold back. Results are identical to a serial run: each fold seeds its
+own RNG from the protocol's seed and its index, whatever process trains it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def run_in_workers(jobs: Sequence[Callable[[], object]], workers: int) -> None:
 
 def _one_thread() -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # BLAS under numpy and scikit-learn (the probes): workers x threads <= cores
 
 
 def _run(index: int) -> None:

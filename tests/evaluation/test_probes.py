@@ -13,6 +13,7 @@ from clear_bench.config import ComponentRef
 from clear_bench.evaluation.bags import pad_bags
 from clear_bench.evaluation.compare import EncoderRole
 from clear_bench.evaluation.crossval import run_crossval
+from clear_bench.evaluation.probes import LinearProbe, row_space_basis
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.splits import ensure_splits
 from clear_bench.evaluation.synthetic import planted_bags
@@ -55,7 +56,8 @@ def test_the_linear_probe_is_scikit_learn_on_the_fold_s_training_rows(task, tmp_
         expected = []
         for j in range(2):
             y = np.stack([labels[i] for i in part.train])[:, j]
-            model = LogisticRegression(C=0.1, max_iter=500, random_state=0).fit((train - mean) / scale, y)
+            model = LogisticRegression(C=0.1, max_iter=500, tol=1e-6, random_state=0)
+            model.fit((train - mean) / scale, y)
             expected.append(model.predict_proba((by_hand(bags, part.test) - mean) / scale)[:, 1])
         np.testing.assert_allclose(fold.test_probs, np.stack(expected, axis=1), rtol=1e-5, atol=1e-6)
         assert fold.curve == [] and [len(a) for a in fold.attention] == [12] * len(part.test)
@@ -83,7 +85,8 @@ def test_probes_never_see_the_test_or_validation_rows(task) -> None:
     mean, scale = train.mean(0), train.std(0)
     for j in range(2):
         y = np.stack([labels[i] for i in part.train])[:, j]
-        model = LogisticRegression(C=0.1, max_iter=500, random_state=0).fit((train - mean) / scale, y)
+        model = LogisticRegression(C=0.1, max_iter=500, tol=1e-6, random_state=0)
+        model.fit((train - mean) / scale, y)
         expected = model.predict_proba((by_hand(moved, part.test) - mean) / scale)[:, 1]
         np.testing.assert_allclose(third.folds[0].test_probs[:, j], expected, rtol=1e-5, atol=1e-6)
 
@@ -125,3 +128,25 @@ def test_probe_rows_sit_on_the_board_beside_the_mil_heads(tmp_path: Path) -> Non
     floor_pairs = [c for c in result.board.comparisons
                    if c.row == "signal + linear-probe" and c.kind == "floor"]
     assert floor_pairs and floor_pairs[0].reference == "floor + linear-probe"
+
+
+@pytest.mark.parametrize("label_type", ["multilabel", "multiclass"])
+def test_wide_features_are_fitted_in_the_training_rows_span_with_the_same_predictions(label_type) -> None:
+    rng = np.random.default_rng(3)
+    n, d = 40, 300  # more features than rows, as 1152-d embeddings x 3 windows against ~100 scans
+    x = rng.normal(size=(n, 8)) @ rng.normal(size=(8, d)) + 0.3 * rng.normal(size=(n, d))
+    test = rng.normal(size=(15, 8)) @ rng.normal(size=(8, d)) + 0.3 * rng.normal(size=(15, d))
+    y = (rng.integers(0, 3, n) if label_type == "multiclass"
+         else (x[:, :2] + rng.normal(size=(n, 2)) > 0).astype(float))
+    basis = row_space_basis(x)
+    assert basis.shape == (d, n)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(n), atol=1e-10)
+    probe = LinearProbe(grid=[0.05]).fit(x, y, label_type)
+    xs, ts = probe.standardize(x), probe.standardize(test)
+    if label_type == "multiclass":
+        full = LogisticRegression(C=0.05, max_iter=5000, tol=1e-10).fit(xs, y).predict_proba(ts)
+    else:
+        full = np.stack([LogisticRegression(C=0.05, max_iter=5000, tol=1e-10).fit(xs, y[:, j])
+                         .predict_proba(ts)[:, 1] for j in range(2)], axis=1)
+    np.testing.assert_allclose(probe.predict(test), full, atol=1e-4)
+    assert row_space_basis(x[:, :30]) is None  # as many rows as features: fitted as they are

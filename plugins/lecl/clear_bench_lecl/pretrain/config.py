@@ -105,7 +105,8 @@ class ModelConfig:
     proj_layers: int = _option(int, 3, "projector layers (MoCo v3 ViT: 3)")
     pred_layers: int = _option(int, 2, "predictor layers (MoCo v3: 2)")
     stop_grad_patch_embed: bool = _option(bool, False,
-                                          "freeze the random patch embedding (MoCo v3's ViT trick)")
+                                          "freeze the patch embedding's final projection at its random init "
+                                          "(MoCo v3's ViT trick; a conv stem's convs keep training)")
 
 
 @dataclass(frozen=True)

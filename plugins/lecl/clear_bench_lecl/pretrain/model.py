@@ -3,7 +3,8 @@
 The MLP heads follow MoCo v3's ViT recipe (projector of 3 layers, predictor of 2, BatchNorm + ReLU between
 layers and an affine-free BatchNorm at the end). Their BatchNorm uses the statistics of the *global*
 batch (like SyncBatchNorm, but also on CPU with gloo), so a step under DDP computes the same loss and
-gradients as one process on the same global batch.
+gradients as one process on the same global batch; :class:`GlobalBatchNorm2d` does the same for a conv
+stem's BatchNorm2d under CPU DDP.
 """
 
 from __future__ import annotations
@@ -37,38 +38,94 @@ class _AllReduceSum(torch.autograd.Function):
         return grad, None
 
 
-class GlobalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose training statistics cover the batch of every rank in ``group``.
+class _GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation whose training statistics cover the batch of every rank in ``group``.
 
-    One formula (sum and sum of squares, in float32) serves one process and many, so the two agree to
-    rounding. The backward pass reduces the statistics' gradients across ranks (autograd all-reduce).
+    Per channel over every other dimension (N for ``[N, C]``, N, H, W for ``[N, C, H, W]``). One formula (sum
+    and sum of squares, in float32) serves one process and many, so the two agree to rounding; the backward
+    pass reduces the statistics' gradients across ranks (autograd all-reduce). The output is float32. State
+    dict and eval-mode behaviour are those of the PyTorch class it derives from.
     """
 
-    def __init__(self, num_features: int, affine: bool = True, group: dist.ProcessGroup | None = None):
-        super().__init__(num_features, affine=affine)
+    def __init__(self, num_features: int, affine: bool = True, group: dist.ProcessGroup | None = None,
+                 eps: float = 1e-5, momentum: float | None = 0.1, track_running_stats: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats)
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training and self.track_running_stats:
             return super().forward(x)
+        self._check_input_dim(x)
+        c = self.num_features
+        dims = [0, *range(2, x.dim())]
+        shape = (1, c) + (1,) * (x.dim() - 2)
         xf = x.float()
-        count = torch.full((1,), float(xf.shape[0]), device=xf.device)
-        stats = torch.cat([xf.sum(0), (xf * xf).sum(0), count])
+        count = torch.full((1,), float(xf.numel() // c), device=xf.device)
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size(self.group) > 1:
             stats = _AllReduceSum.apply(stats, self.group)
-        c = self.num_features
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            unbiased = var * (n / (n - 1).clamp_min(1.0))
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(unbiased.detach(), self.momentum)
-        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                # momentum None: cumulative average, as in PyTorch
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * (n / (n - 1).clamp_min(1.0))
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(unbiased.detach(), factor)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight + self.bias
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
+
+
+class GlobalBatchNorm1d(_GlobalBatchNorm, nn.BatchNorm1d):
+    """BatchNorm1d with the statistics of the global batch (see :class:`_GlobalBatchNorm`)."""
+
+
+class GlobalBatchNorm2d(_GlobalBatchNorm, nn.BatchNorm2d):
+    """BatchNorm2d with the statistics of the global batch (see :class:`_GlobalBatchNorm`): a conv stem's
+    BatchNorm under DDP on CPU, where :class:`torch.nn.SyncBatchNorm` does not run."""
+
+
+def convert_global_batchnorm(module: nn.Module, group: dist.ProcessGroup | None = None) -> nn.Module:
+    """``module`` with each BatchNorm2d replaced by a :class:`GlobalBatchNorm2d` that holds the same
+    parameters and buffers (the same tensor objects); returns the replacement when ``module`` is one."""
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlobalBatchNorm2d):
+        converted = GlobalBatchNorm2d(module.num_features, module.affine, group, module.eps, module.momentum,
+                                      module.track_running_stats)
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        replacement = convert_global_batchnorm(child, group)
+        if replacement is not child:
+            setattr(module, name, replacement)
+    return module
+
+
+def plain_batchnorm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose SyncBatchNorm and GlobalBatchNorm2d layers are plain BatchNorm2d again
+    (the state dict is unchanged: what an encoder checkpoint stores and loads)."""
+    groups = [getattr(m, name, None) for m in module.modules() for name in ("group", "process_group")]
+    memo = {id(group): group for group in groups if group is not None}  # a process group cannot be copied
+    module = copy.deepcopy(module, memo=memo)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.SyncBatchNorm | GlobalBatchNorm2d):
+                plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+                plain.load_state_dict(child.state_dict())
+                plain.train(child.training)
+                setattr(parent, name, plain)
+    return module
 
 
 def build_mlp(

@@ -44,7 +44,13 @@ from clear_bench_lecl.pretrain.data import (
 )
 from clear_bench_lecl.pretrain.logs import LossLog, plot_loss
 from clear_bench_lecl.pretrain.loss import LossConfig
-from clear_bench_lecl.pretrain.model import MoCoV3, cosine_momentum, learning_rate
+from clear_bench_lecl.pretrain.model import (
+    MoCoV3,
+    convert_global_batchnorm,
+    cosine_momentum,
+    learning_rate,
+    plain_batchnorm,
+)
 from clear_bench_lecl.pretrain.state import (
     ResumeError,
     capture_rng,
@@ -170,6 +176,18 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
     )
 
 
+def global_batchnorm(backbone: nn.Module, ctx: DistContext) -> nn.Module:
+    """``backbone`` with BatchNorm2d layers that normalise with the statistics of the global batch.
+
+    On CUDA: SyncBatchNorm (fused kernels that keep no float32 copy of the stem's activations). Elsewhere:
+    :class:`~.model.GlobalBatchNorm2d`, as SyncBatchNorm runs on GPUs only. Both keep BatchNorm2d's state
+    dict, and both match one process on the global batch.
+    """
+    if ctx.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
+    return convert_global_batchnorm(backbone, ctx.group)
+
+
 def patch_projections(backbone: nn.Module) -> list[nn.Module]:
     """The final projection of each patch embedding: what MoCo v3's stop-gradient trick freezes.
 
@@ -250,9 +268,9 @@ class Trainer:
         self.peak_lr = o.base_lr * o.batch_size / 256.0
 
         self.model = build_model(config, ctx.group)
-        if ctx.world > 1 and ctx.device.type == "cuda":
+        if ctx.world > 1:
             for name in ("backbone", "momentum_backbone"):  # e.g. the conv stem's BatchNorm
-                setattr(self.model, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self.model, name)))
+                setattr(self.model, name, global_batchnorm(getattr(self.model, name), ctx))
         self.model.to(ctx.device)
         # Per-rank streams for anything stochastic inside the model (dropout, drop-path); data randomness
         # comes from the batch plan and is rank-independent.
@@ -536,8 +554,8 @@ class Trainer:
         c = self.config
         if self.ctx.main:
             backbone = self.model.backbone
-            if self.ctx.world > 1 and self.ctx.device.type == "cuda":
-                backbone = _revert_sync_batchnorm(backbone)
+            if self.ctx.world > 1:
+                backbone = plain_batchnorm(backbone)
             digest = save_encoder_checkpoint(
                 self.encoder_path,
                 arch=c.model.arch,
@@ -633,22 +651,6 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("optim.precision: bf16 is not supported by this GPU; use fp32")
     return torch.bfloat16
-
-
-def _revert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with SyncBatchNorm layers turned back into BatchNorm2d (same state dict)."""
-    import copy
-
-    module = copy.deepcopy(module)
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.SyncBatchNorm):
-                plain = nn.BatchNorm2d(
-                    child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
-                )
-                plain.load_state_dict(child.state_dict())
-                setattr(parent, name, plain)
-    return module
 
 
 def _plain_config(config: PretrainConfig) -> dict[str, Any]:

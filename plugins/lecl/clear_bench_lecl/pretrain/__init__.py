@@ -21,7 +21,8 @@ from clear_bench_lecl.pretrain.seed_cli import SAMPLING_CHOICES, SEED_OPTIONS, s
 
 CODE_VERSION = "lecl-pretrain-2"
 """Changed whenever training changes the encoder a recipe yields, so benchmarks train again instead of
-reusing older checkpoints (2: fp32 loss under autocast, patch-projection-only stop-gradient)."""
+reusing older checkpoints (2: fp32 loss under autocast, patch-projection-only stop-gradient, global-batch
+conv-stem BatchNorm under CPU DDP)."""
 
 OPTIONS = {
     **SEED_OPTIONS,

@@ -22,6 +22,6 @@ def test_plugins_lists_builtins_and_every_plugin_distribution(capsys) -> None:
 def test_measure_builds_default_architectures_for_their_dims(capsys) -> None:
     assert main(["plugins", "--kind", "encoders", "--measure"]) == 0
     rows = _rows(capsys.readouterr().out)
-    assert "1152 (default arch)" in rows["lecl-mambaout"]  # timm's head width, not num_features (768)
+    assert "288 (default arch)" in rows["lecl-mambaout"]  # pooled + head.norm of femto's last stage
     assert "2048 (default arch)" in rows["merlin"]
     assert " 44 " in rows["hu-reference"]

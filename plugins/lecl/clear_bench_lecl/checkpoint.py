@@ -6,7 +6,9 @@ Content (only types that ``torch.load(weights_only=True)`` accepts)::
      "state_dict": {name: tensor}, "preprocessing": dict, "config": dict, "fingerprint": str,
      "clear_bench_version": str}
 
-``arch`` and ``arch_kwargs`` are the arguments of :func:`build_backbone`; ``fingerprint`` is a hash of arch,
+``arch`` and ``arch_kwargs`` are the arguments of :func:`build_backbone` (with a MambaOut's ``embedding`` and
+a ViT's ``pos_embed`` always written out; a file without them predates them, see
+:func:`~clear_bench_lecl.backbones.checkpoint_arch_kwargs`); ``fingerprint`` is a hash of arch,
 arch_kwargs, preprocessing and training config (what produced the weights); the sha256 of the file is the
 weights digest that keys cached embeddings.
 """
@@ -28,7 +30,7 @@ from clear_bench.atomic import atomic_write_bytes
 from clear_bench.checkpoints import load_tensors
 from clear_bench.errors import UnusableWeightsError, WeightsNotFoundError
 from clear_bench.specs import Preprocessing, stable_hash
-from clear_bench_lecl.backbones import build_backbone
+from clear_bench_lecl.backbones import build_backbone, checkpoint_arch_kwargs, resolved_arch_kwargs
 
 FORMAT = "clear-bench/lecl-encoder"
 FORMAT_VERSION = 1
@@ -61,7 +63,7 @@ def save_encoder_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": arch,
-        "arch_kwargs": _plain(arch_kwargs),
+        "arch_kwargs": _plain(resolved_arch_kwargs(arch, dict(arch_kwargs))),
         "state_dict": {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()},
         "preprocessing": prep,
         "config": _plain(config),
@@ -109,6 +111,10 @@ def load_encoder_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]
     """
     payload = read_encoder_checkpoint(path)
     state_dict = payload.pop("state_dict")
+    try:
+        payload["arch_kwargs"] = checkpoint_arch_kwargs(payload["arch"], dict(payload["arch_kwargs"]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: field 'arch' / 'arch_kwargs': {exc}") from exc
     try:
         model = build_backbone(payload["arch"], **payload["arch_kwargs"])
     except (ValueError, TypeError) as exc:

@@ -3,6 +3,11 @@
 Weights come from an encoder checkpoint (``checkpoint: PATH``, written by ``clear-bench pretrain lecl``) and
 are loaded strictly. Random initialisation happens only with ``weights: random``; such an encoder's
 digest is ``random-init:<seed>`` and its label says "random init".
+
+``lecl-mambaout`` embeds the pooled, normalised features by default (``embedding: pooled``: mean over
+space, then timm's ``head.norm``, where the public CLEAR code attaches its projector), or timm's MLP head
+output (``embedding: pre-logits``). ``lecl-vit`` takes ``pos_embed: learned | sincos`` (MoCo v3's fixed
+table and init; the default of the ``vit_conv_*`` archs) for random init.
 """
 
 from __future__ import annotations
@@ -28,7 +33,19 @@ _FAMILIES = {
 }
 
 
-def _options(archs: tuple[str, ...], default_arch: str) -> dict[str, Option]:
+_FAMILY_OPTIONS = {
+    "mambaout": {"embedding": Option(
+        str, "pooled", "pooled (mean over space + head.norm, the public CLEAR code's embedding) or "
+        "pre-logits (timm's MLP head, 4x wider; needs a checkpoint trained so, or random init)",
+        choices=("pooled", "pre-logits"))},
+    "vit": {"pos_embed": Option(
+        str, None, "learned (timm) or sincos (MoCo v3's fixed 2D sin-cos table and init) for random init "
+        "(default: sincos for vit_conv_*, learned otherwise); with a checkpoint: the checkpoint's",
+        choices=("learned", "sincos"))},
+}
+
+
+def _options(archs: tuple[str, ...], default_arch: str, kind: str) -> dict[str, Option]:
     return {
         "weights": Option(str, "checkpoint", "'checkpoint' (load option `checkpoint`) or 'random' "
                           "(random init, labelled so)", choices=("checkpoint", "random")),
@@ -38,6 +55,7 @@ def _options(archs: tuple[str, ...], default_arch: str) -> dict[str, Option]:
         "arch_kwargs": Option(dict, {}, "overrides of the arch's defaults for random init (e.g. depth)"),
         "img_size": Option(int, None, "input size (default: the checkpoint's, 224 for random init)"),
         "seed": Option(int, 0, "seed of the random initialisation (weights: random)"),
+        **_FAMILY_OPTIONS.get(kind, {}),
     }
 
 
@@ -47,16 +65,16 @@ def encoder_specs() -> list[EncoderSpec]:
         EncoderSpec(
             name=name, build=partial(build_encoder, name), input_kind="slice", embed_dim=None,
             weights_source="option checkpoint (LeCL encoder checkpoint) or weights: random",
-            description=f"LeCL-pretrained {about}", options=_options(archs, default_arch),
+            description=f"LeCL-pretrained {about}", options=_options(archs, default_arch, kind),
         )
-        for name, (_, archs, default_arch, about) in _FAMILIES.items()
+        for name, (kind, archs, default_arch, about) in _FAMILIES.items()
     ]
 
 
 def build_encoder(name: str, given: Mapping[str, Any]) -> Encoder:
     """Build the encoder ``name`` (one of lecl-vit / lecl-mambaout / lecl-vmamba) from its options."""
     kind, archs, default_arch, _ = _FAMILIES[name]
-    options = resolve_options(_options(archs, default_arch), given)
+    options = resolve_options(_options(archs, default_arch, kind), given)
     if options["weights"] == "random":
         return _random_encoder(name, default_arch, options)
     if options["weights"] != "checkpoint":
@@ -85,9 +103,35 @@ def build_encoder(name: str, given: Mapping[str, Any]) -> Encoder:
     prep["image_size"] = _checked_img_size(name, path, kind, options["img_size"], prep["image_size"])
     prep = {key: tuple(value) if isinstance(value, list) else value for key, value in prep.items()}
     preprocessing = Preprocessing(**prep)
+    built = {"arch": arch, "arch_kwargs": meta["arch_kwargs"], "img_size": prep["image_size"],
+             "weights": "checkpoint"}
+    if kind == "mambaout":
+        model = _with_embedding(name, path, model, meta["arch_kwargs"]["embedding"], options["embedding"],
+                                prep["image_size"])
+        built["embedding"] = options["embedding"]
+    elif kind == "vit" and options["pos_embed"] not in (None, meta["arch_kwargs"]["pos_embed"]):
+        raise ConfigError(f"{name}: option 'pos_embed' is {options['pos_embed']!r}, but the ViT in {path} "
+                          f"was trained with {meta['arch_kwargs']['pos_embed']!r}; remove the option")
     return _encoder(name, model, preprocessing, weights_digest=meta["sha256"], random_init=False,
-                    options={"arch": arch, "arch_kwargs": meta["arch_kwargs"], "img_size": prep["image_size"],
-                             "weights": "checkpoint"})
+                    options=built)
+
+
+def _with_embedding(name: str, path: Path, model: nn.Module, trained: str, wanted: str,
+                    img_size: int) -> nn.Module:
+    """A MambaOut checkpoint's backbone embedding ``wanted``: pooled features exist in every MambaOut, its
+    MLP head's output only where the checkpoint holds that head."""
+    if wanted == trained:
+        return model
+    if wanted == "pooled":
+        from clear_bench_lecl.backbones import measure_embed_dim
+        from clear_bench_lecl.backbones.mambaout import use_pooled_embedding
+
+        use_pooled_embedding(model)
+        model.embed_dim = measure_embed_dim(model, img_size, model.stem.conv1.in_channels)
+        return model
+    raise ConfigError(f"{name}: option 'embedding' is {wanted!r}, but the MambaOut in {path} was trained to "
+                      f"embed {trained!r} features and holds no MLP head (head.pre_logits); use "
+                      f"'embedding: {trained}'")
 
 
 def _checked_img_size(name: str, path: Path, kind: str, wanted: int | None, trained: int) -> int:
@@ -107,13 +151,23 @@ def _random_encoder(name: str, default_arch: str, options: Mapping[str, Any]) ->
     arch = options["arch"] or default_arch
     img_size = options["img_size"] or 224
     seed = int(options["seed"])
+    arch_kwargs = dict(options["arch_kwargs"] or {})
+    chosen = {key: options[key] for key in ("embedding", "pos_embed") if options.get(key) is not None}
+    for key in ("embedding", "pos_embed"):
+        if key in arch_kwargs:
+            raise ConfigError(f"{name}: option 'arch_kwargs' sets {key!r}; use option '{key}' instead")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_backbone(arch, img_size=img_size, **dict(options["arch_kwargs"] or {}))
+        model = build_backbone(arch, img_size=img_size, **chosen, **arch_kwargs)
     preprocessing = Preprocessing(image_size=img_size, channels=3, mean=DEFAULT_MEAN, std=DEFAULT_STD)
+    built = {"arch": arch, "arch_kwargs": arch_kwargs, "img_size": img_size, "weights": "random",
+             "seed": seed}
+    if hasattr(model, "embedding"):
+        built["embedding"] = model.embedding
+    if getattr(model, "pos_embed_kind", "learned") != "learned":  # learned ViTs keep their cache keys
+        built["pos_embed"] = model.pos_embed_kind
     return _encoder(name, model.eval(), preprocessing, weights_digest=f"random-init:{seed}", random_init=True,
-                    options={"arch": arch, "arch_kwargs": dict(options["arch_kwargs"] or {}),
-                             "img_size": img_size, "weights": "random", "seed": seed})
+                    options=built)
 
 
 def _encoder(name: str, model: nn.Module, preprocessing: Preprocessing, *, weights_digest: str,

@@ -48,7 +48,8 @@ def test_the_seed_flags_make_a_recipe_of_the_public_codes_settings(seed_folder: 
                            "moco_m_cos": True, "name_add": "ps-run"})
     assert config.data.source == SOURCE_NAME
     assert config.data.options == {"root": str(root), "lesions": str(csv)}
-    assert config.model.arch == "vit_small_patch16" and config.model.arch_kwargs == {"num_heads": 12}
+    assert config.model.arch == "vit_small_patch16"
+    assert config.model.arch_kwargs == {"num_heads": 12, "pos_embed": "sincos"}  # MoCo v3's ViT-Small
     assert config.sampling == "lesion" and config.loss.sample_weight == 2.0 and config.loss.name == "lecl"
     assert (config.optim.batch_size, config.optim.base_lr, config.optim.epochs) == (64, 1e-3, 3)
     assert config.loss.temperature == 0.5 and config.optim.momentum_cosine

@@ -1,28 +1,30 @@
 """LeCL backbones: ``build_backbone(arch)`` returns a module mapping ``[B, C, H, W]`` to pooled ``[B, D]``.
 
-``D`` is exposed as ``.embed_dim`` and measured by running the model once, never read from a table (timm's
-``mambaout_*`` with ``num_classes=0`` returns its head's hidden size, not ``num_features``).
+``D`` is exposed as ``.embed_dim`` and measured by running the model once, never read from a table (a
+MambaOut's width depends on its ``embedding``: ``num_features`` pooled, its MLP head's hidden size
+pre-logits).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
 from clear_bench_lecl.archs import ARCHS, MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, family
-from clear_bench_lecl.backbones.vit import CONV_STEM_CONFIGS, build_vit
+from clear_bench_lecl.backbones.mambaout import DEFAULT_EMBEDDING, build_mambaout
+from clear_bench_lecl.backbones.vit import CONV_STEM_CONFIGS, build_vit, default_pos_embed
 from clear_bench_lecl.backbones.vmamba import VMAMBA_CONFIGS, VSSM
 
 
 def build_backbone(arch: str, img_size: int = 224, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """A randomly initialised backbone whose ``forward`` returns pooled features ``[B, embed_dim]``.
 
-    ``kwargs`` override the arch's defaults (e.g. ``embed_dim``/``depth``/``num_heads`` for ViT, ``dims``/
-    ``depths`` for MambaOut and VMamba, ``d_state``/``scan_backend`` for VMamba), so small variants are one
-    call away. The module carries ``.arch`` and ``.embed_dim`` (measured) attributes.
+    ``kwargs`` override the arch's defaults (e.g. ``embed_dim``/``depth``/``num_heads`` and ``pos_embed``
+    (``learned`` / ``sincos``) for ViT, ``dims``/``depths`` and ``embedding`` (``pooled`` / ``pre-logits``)
+    for MambaOut, ``d_state``/``scan_backend`` for VMamba), so small variants are one call away. The module
+    carries ``.arch`` and ``.embed_dim`` (measured) attributes.
     """
     kind = family(arch)
     if kind == "vit":
@@ -30,12 +32,35 @@ def build_backbone(arch: str, img_size: int = 224, in_chans: int = 3, **kwargs: 
         model = build_vit(timm_name, img_size, in_chans, **kwargs)
     elif kind == "mambaout":
         # convolutional: works at any input size, so img_size only sets the probe input below
-        model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        model = build_mambaout(arch, in_chans, **kwargs)
     else:
         model = VSSM(in_chans=in_chans, **{**VMAMBA_CONFIGS[arch], **kwargs})
     model.arch = arch
     model.embed_dim = measure_embed_dim(model, img_size, in_chans)
     return model
+
+
+def resolved_arch_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the choices that change what the backbone computes written out: a MambaOut's
+    ``embedding`` and a ViT's ``pos_embed`` (their defaults where not given), as checkpoints record them."""
+    kind = family(arch)
+    if kind == "mambaout":
+        return {**kwargs, "embedding": kwargs.get("embedding") or DEFAULT_EMBEDDING}
+    if kind == "vit":
+        return {**kwargs, "pos_embed": kwargs.get("pos_embed") or default_pos_embed(arch)}
+    return dict(kwargs)
+
+
+def checkpoint_arch_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``arch_kwargs`` of a checkpoint, completed for files written before ``embedding`` and
+    ``pos_embed`` were recorded: such a MambaOut embedded pre-logits, such a ViT's position embedding was
+    learned."""
+    kind = family(arch)
+    if kind == "mambaout" and "embedding" not in kwargs:
+        return {**kwargs, "embedding": "pre-logits"}
+    if kind == "vit" and "pos_embed" not in kwargs:
+        return {**kwargs, "pos_embed": "learned"}
+    return dict(kwargs)
 
 
 @torch.no_grad()
@@ -53,5 +78,5 @@ def measure_embed_dim(model: nn.Module, img_size: int, in_chans: int) -> int:
     return int(out.shape[1])
 
 
-__all__ = ["ARCHS", "MAMBAOUT_ARCHS", "VIT_ARCHS", "VMAMBA_ARCHS", "build_backbone", "family",
-           "measure_embed_dim"]
+__all__ = ["ARCHS", "MAMBAOUT_ARCHS", "VIT_ARCHS", "VMAMBA_ARCHS", "build_backbone", "checkpoint_arch_kwargs",
+           "family", "measure_embed_dim", "resolved_arch_kwargs"]

@@ -19,10 +19,11 @@ from clear_bench.specs import PretrainerSpec
 from clear_bench_lecl.pretrain.config import RUN_OPTIONS, load_config
 from clear_bench_lecl.pretrain.seed_cli import SAMPLING_CHOICES, SEED_OPTIONS, seed_settings
 
-CODE_VERSION = "lecl-pretrain-2"
+CODE_VERSION = "lecl-pretrain-3"
 """Changed whenever training changes the encoder a recipe yields, so benchmarks train again instead of
 reusing older checkpoints (2: fp32 loss under autocast, patch-projection-only stop-gradient, global-batch
-conv-stem BatchNorm under CPU DDP)."""
+conv-stem BatchNorm under CPU DDP; 3: MambaOut's projector on the pooled, normalised features, MoCo v3's
+sin-cos position embedding and init for the vit_conv_* archs)."""
 
 OPTIONS = {
     **SEED_OPTIONS,

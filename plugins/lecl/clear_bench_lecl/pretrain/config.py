@@ -41,6 +41,9 @@ from clear_bench.specs import stable_hash
 
 LOSS_VARIANTS = ("lecl", "lecl-reference", "infonce")
 """The contrastive losses of :mod:`.loss`, declared here so that declaring the options imports no torch."""
+MAMBAOUT_EMBEDDINGS = ("pooled", "pre-logits")
+VIT_POS_EMBEDS = ("learned", "sincos")
+_ARCH_CHOICES = {"embedding": ("mambaout", MAMBAOUT_EMBEDDINGS), "pos_embed": ("vit", VIT_POS_EMBEDS)}
 
 NULL = type(None)
 
@@ -107,6 +110,21 @@ class ModelConfig:
     stop_grad_patch_embed: bool = _option(bool, False,
                                           "freeze the patch embedding's final projection at its random init "
                                           "(MoCo v3's ViT trick; a conv stem's convs keep training)")
+    embedding: str | None = _option(
+        (str, NULL), None, "MambaOut only: what the projector sees and the encoder embeds: pooled (mean over "
+        "space + head.norm, the public code's; the default) or pre-logits (timm's MLP head, 4x wider)",
+        MAMBAOUT_EMBEDDINGS)
+    pos_embed: str | None = _option(
+        (str, NULL), None, "ViT only: learned (timm) or sincos (MoCo v3's fixed 2D sin-cos table and init); "
+        "default sincos for vit_conv_*, learned otherwise", VIT_POS_EMBEDS)
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """``arch_kwargs`` with ``embedding`` / ``pos_embed`` added where set (checked by the recipe)."""
+        kwargs = dict(self.arch_kwargs)
+        for key in ("embedding", "pos_embed"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -476,6 +494,24 @@ def _check_semantics(c: PretrainConfig, problems: _Located) -> None:
         problems.add("runtime.max_steps", f"must be >= 1, got {c.runtime.max_steps}")
     if c.runtime.threads is not None and c.runtime.threads < 1:
         problems.add("runtime.threads", f"must be >= 1, got {c.runtime.threads}")
+    _check_arch_choices(c.model, problems)
+
+
+def _check_arch_choices(m: ModelConfig, problems: _Located) -> None:
+    """``model.embedding`` / ``model.pos_embed`` (or the same keys in ``model.arch_kwargs``): known values,
+    only for their family, and not set twice to different values."""
+    from clear_bench_lecl.archs import ARCHS, family
+
+    kind = family(m.arch) if m.arch in ARCHS else None
+    for key, (owner, choices) in _ARCH_CHOICES.items():
+        field_value, kwarg = getattr(m, key), m.arch_kwargs.get(key)
+        if kwarg is not None and kwarg not in choices:
+            problems.add(f"model.arch_kwargs.{key}", f"expected one of {', '.join(choices)}, got {kwarg!r}")
+        if field_value is not None and kwarg is not None and field_value != kwarg:
+            problems.add(f"model.{key}", f"{field_value!r} contradicts model.arch_kwargs.{key} ({kwarg!r})")
+        if kind is not None and kind != owner and (field_value is not None or kwarg is not None):
+            where = f"model.{key}" if field_value is not None else f"model.arch_kwargs.{key}"
+            problems.add(where, f"only for {owner} archs, but model.arch is {m.arch!r}")
 
 
 def _set(data: dict[str, Any], key_path: str, value: Any) -> bool:

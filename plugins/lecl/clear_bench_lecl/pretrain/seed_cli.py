@@ -28,9 +28,10 @@ PUBLIC_NAME = "exp-ps"
 """``--name-add``'s default in the public code."""
 
 SEED_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
-    # MoCo v3's ViT-Small has 12 heads, timm's 6: same weights' shapes, other features.
-    "vit_small": ("vit_small_patch16", {"num_heads": 12}),
-    "vit_base": ("vit_base_patch16", {}),
+    # MoCo v3's ViT-Small has 12 heads, timm's 6: same weights' shapes, other features. Its ViTs (conv stem
+    # or not) use the fixed sin-cos position embedding.
+    "vit_small": ("vit_small_patch16", {"num_heads": 12, "pos_embed": "sincos"}),
+    "vit_base": ("vit_base_patch16", {"pos_embed": "sincos"}),
     "vit_conv_small": ("vit_conv_small", {}),
     "vit_conv_base": ("vit_conv_base", {}),
     "mambaout": ("mambaout_tiny", {}),  # the public code's MambaOut() is MambaOut-Tiny's configuration

@@ -154,7 +154,7 @@ def build_model(config: PretrainConfig, group: dist.ProcessGroup | None = None) 
     """The MoCo v3 model, initialised from ``config.seed`` (the same on every rank and every run)."""
     torch.manual_seed(config.seed)
     m = config.model
-    backbone = build_backbone(m.arch, img_size=m.image_size, in_chans=m.channels, **m.arch_kwargs)
+    backbone = build_backbone(m.arch, img_size=m.image_size, in_chans=m.channels, **m.backbone_kwargs())
     if m.stop_grad_patch_embed:
         frozen = patch_projections(backbone)
         if not frozen:
@@ -218,7 +218,7 @@ def encoder_arch_kwargs(config: PretrainConfig) -> dict[str, Any]:
     return {
         "img_size": config.model.image_size,
         "in_chans": config.model.channels,
-        **config.model.arch_kwargs,
+        **config.model.backbone_kwargs(),
     }
 
 

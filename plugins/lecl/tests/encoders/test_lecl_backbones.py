@@ -35,10 +35,12 @@ def test_item_embeds_the_same_alone_and_inside_a_batch(tiny_backbone):
     torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
 
 
-def test_mambaout_width_is_the_head_hidden_size_not_num_features():
-    model = build_backbone("mambaout_femto", img_size=32, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
-    assert model.num_features == 32
-    assert model.embed_dim == 128  # MambaOut's MLP head: 4x the last stage width
+def test_mambaout_width_follows_its_embedding():
+    kwargs = dict(img_size=32, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
+    pooled = build_backbone("mambaout_femto", **kwargs)
+    assert pooled.num_features == 32 and pooled.embed_dim == 32  # the last stage's width
+    pre_logits = build_backbone("mambaout_femto", embedding="pre-logits", **kwargs)
+    assert pre_logits.embed_dim == 128  # MambaOut's MLP head: 4x the last stage width
 
 
 def test_conv_stem_vit_replaces_the_patchify_conv():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 VIT_ARCHS = ("vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16", "vit_conv_small", "vit_conv_base")
 MAMBAOUT_ARCHS = ("mambaout_femto", "mambaout_kobe", "mambaout_tiny", "mambaout_small", "mambaout_base")
-VMAMBA_ARCHS = ("vmamba_micro", "vmamba_tiny", "vmamba_small", "vmamba_base")
+VMAMBA_ARCHS = ("vmamba_micro", "vmamba_tiny", "vmamba_small", "vmamba_base", "vmamba_clear")
 ARCHS = (*VIT_ARCHS, *MAMBAOUT_ARCHS, *VMAMBA_ARCHS)
 
 

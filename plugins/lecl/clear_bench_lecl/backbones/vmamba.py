@@ -3,7 +3,9 @@
 SS2D scans the feature map along four paths (rows, columns, and both reversed), runs a selective scan (S6)
 with input-dependent step size and B/C maps along each, and merges the four outputs back onto the grid.
 Stages follow the VMamba-v2 layout: a two-conv stem (stride 4), stages of [SS2D + MLP] blocks separated by
-stride-2 conv downsampling, a final LayerNorm and global average pooling.
+stride-2 conv downsampling, a final LayerNorm and global average pooling. ``vmamba_clear`` is the
+configuration the public CLEAR code builds with ``VSSM()``'s defaults: a 4x4 stride-4 patch embedding
+("v1"), 2x2 stride-2 downsampling ("v2"), gated SS2D with a biased depth-wise conv, d_state 16.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ VMAMBA_CONFIGS: dict[str, dict[str, Any]] = {
     "vmamba_tiny": dict(dims=96, depths=(2, 2, 8, 2), d_state=1, ssm_ratio=1.0, mlp_ratio=4.0),
     "vmamba_small": dict(dims=96, depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, mlp_ratio=4.0),
     "vmamba_base": dict(dims=128, depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, mlp_ratio=4.0),
+    "vmamba_clear": dict(dims=96, depths=(2, 2, 9, 2), d_state=16, ssm_ratio=2.0, mlp_ratio=4.0, gated=True,
+                         conv_bias=True, patch_embed="v1", downsample="v2", drop_path_rate=0.1),
 }
+PATCH_EMBEDS = ("v1", "v2")
+"""v1: one 4x4 stride-4 conv + LayerNorm; v2: two 3x3 stride-2 convs with LayerNorm and GELU between."""
+DOWNSAMPLES = ("v2", "v3")
+"""v2: 2x2 stride-2 conv + LayerNorm; v3: 3x3 stride-2 conv (padding 1) + LayerNorm."""
 
 
 def cross_scan(x: Tensor) -> Tensor:
@@ -144,11 +152,12 @@ class _ChannelsLastNorm(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 conv between stages, then LayerNorm (channels-last in and out)."""
+    """Stride-2 conv between stages (3x3, or 2x2 for "v2"), then LayerNorm (channels-last in and out)."""
 
-    def __init__(self, dim: int, dim_out: int) -> None:
+    def __init__(self, dim: int, dim_out: int, version: str = "v3") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim_out, 3, stride=2, padding=1)
+        self.conv = (nn.Conv2d(dim, dim_out, 2, stride=2) if version == "v2"
+                     else nn.Conv2d(dim, dim_out, 3, stride=2, padding=1))
         self.norm = nn.LayerNorm(dim_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -162,13 +171,19 @@ class VSSM(nn.Module):
         self, in_chans: int = 3, dims: int | Sequence[int] = 96, depths: Sequence[int] = (2, 2, 8, 2),
         d_state: int = 1, ssm_ratio: float = 1.0, mlp_ratio: float = 4.0, dt_rank: int | str = "auto",
         gated: bool = False, drop_path_rate: float = 0.0, scan_backend: Backend = "auto",
+        conv_bias: bool = False, patch_embed: str = "v2", downsample: str = "v3",
     ) -> None:
         super().__init__()
         widths = [dims * 2**i for i in range(len(depths))] if isinstance(dims, int) else list(dims)
         if len(widths) != len(depths):
             raise ValueError(f"dims {widths} and depths {list(depths)} differ in length")
+        if patch_embed not in PATCH_EMBEDS or downsample not in DOWNSAMPLES:
+            raise ValueError(f"patch_embed {patch_embed!r} / downsample {downsample!r}: expected one of "
+                             f"{PATCH_EMBEDS} / {DOWNSAMPLES}")
         half = widths[0] // 2
         self.patch_embed = nn.Sequential(
+            nn.Conv2d(in_chans, widths[0], 4, stride=4), _ChannelsLastNorm(widths[0]),
+        ) if patch_embed == "v1" else nn.Sequential(
             nn.Conv2d(in_chans, half, 3, stride=2, padding=1), _ChannelsLastNorm(half), nn.GELU(),
             nn.Conv2d(half, widths[0], 3, stride=2, padding=1), _ChannelsLastNorm(widths[0]),
         )
@@ -177,10 +192,11 @@ class VSSM(nn.Module):
         self.downsamples = nn.ModuleList()
         offset = 0
         for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
-            self.downsamples.append(Downsample(widths[i - 1], width) if i > 0 else nn.Identity())
+            self.downsamples.append(Downsample(widths[i - 1], width, downsample) if i > 0 else nn.Identity())
             self.stages.append(nn.Sequential(*[
                 VSSBlock(width, drop_path=rates[offset + j], mlp_ratio=mlp_ratio, d_state=d_state,
-                         ssm_ratio=ssm_ratio, dt_rank=dt_rank, gated=gated, scan_backend=scan_backend)
+                         ssm_ratio=ssm_ratio, dt_rank=dt_rank, gated=gated, conv_bias=conv_bias,
+                         scan_backend=scan_backend)
                 for j in range(depth)
             ]))
             offset += depth

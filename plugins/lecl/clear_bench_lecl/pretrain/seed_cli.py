@@ -35,7 +35,7 @@ SEED_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_conv_small": ("vit_conv_small", {}),
     "vit_conv_base": ("vit_conv_base", {}),
     "mambaout": ("mambaout_tiny", {}),  # the public code's MambaOut() is MambaOut-Tiny's configuration
-    "vmamba": ("vmamba_tiny", {}),
+    "vmamba": ("vmamba_clear", {}),  # the public code's VSSM() with its defaults
 }
 """The public code's ``--arch`` names -> this project's arch and the ``arch_kwargs`` that make it equal."""
 

@@ -114,3 +114,30 @@ def test_arch_names_listed_without_torch_match_the_configs():
 
     assert tuple(VMAMBA_CONFIGS) == archs.VMAMBA_ARCHS
     assert set(CONV_STEM_CONFIGS) <= set(archs.VIT_ARCHS)
+
+
+def test_vmamba_clear_is_the_public_vssm_configuration():
+    """The public CLEAR code's VSSM() defaults: depths 2-2-9-2, dims 96..768, d_state 16, ssm_ratio 2, gated
+    SS2D with a biased depth-wise conv, a 4x4 stride-4 patch embedding, 2x2 stride-2 downsampling, drop-path
+    0.1 reached by the last block."""
+    model = build_backbone("vmamba_clear", img_size=64)
+    assert [len(stage) for stage in model.stages] == [2, 2, 9, 2]
+    assert [stage[0].op.out_proj.out_features for stage in model.stages] == [96, 192, 384, 768]
+    first = model.stages[0][0].op
+    assert first.gated and first.d_state == 16 and first.d_inner == 192
+    assert first.in_proj.out_features == 2 * 192  # x and the gate z
+    assert first.conv2d.bias is not None
+    stem = model.patch_embed[0]
+    assert (stem.kernel_size, stem.stride, len(model.patch_embed)) == ((4, 4), (4, 4), 2)
+    assert all(d.conv.kernel_size == (2, 2) and d.conv.stride == (2, 2) for d in list(model.downsamples)[1:])
+    assert model.stages[-1][-1].drop_path.drop_prob == pytest.approx(0.1)
+    assert model.stages[0][0].drop_path.__class__.__name__ == "Identity"  # rate 0 at the first block
+    with torch.no_grad():
+        features = model.eval()(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, 768) and torch.isfinite(features).all()
+
+
+def test_the_public_vmamba_arch_name_maps_to_vmamba_clear():
+    from clear_bench_lecl.pretrain.seed_cli import SEED_ARCHS
+
+    assert SEED_ARCHS["vmamba"] == ("vmamba_clear", {})

@@ -25,14 +25,6 @@ from clear_bench.specs import Preprocessing
 TINY = {"dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]}
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def femto() -> timm.models.MambaOut:
     """timm's own mambaout_femto (full size), random weights."""

@@ -6,6 +6,10 @@ VIT_ARCHS = ("vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16", "vit_c
 MAMBAOUT_ARCHS = ("mambaout_femto", "mambaout_kobe", "mambaout_tiny", "mambaout_small", "mambaout_base")
 VMAMBA_ARCHS = ("vmamba_micro", "vmamba_tiny", "vmamba_small", "vmamba_base", "vmamba_clear")
 ARCHS = (*VIT_ARCHS, *MAMBAOUT_ARCHS, *VMAMBA_ARCHS)
+MAMBAOUT_EMBEDDINGS = ("pooled", "pre-logits")
+"""What a MambaOut embeds: pool + ``head.norm`` (the public CLEAR code's), or timm's MLP head output."""
+VIT_POS_EMBEDS = ("learned", "sincos")
+"""A ViT's position embedding: timm's learned one, or MoCo v3's fixed 2D sin-cos table."""
 
 
 def family(arch: str) -> str:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from clear_bench.errors import ConfigError, WeightsNotFoundError
 from clear_bench.specs import Encoder, EncoderSpec, Option, Preprocessing, resolve_options
-from clear_bench_lecl.archs import MAMBAOUT_ARCHS, VIT_ARCHS, VMAMBA_ARCHS, family
+from clear_bench_lecl.archs import (
+    MAMBAOUT_ARCHS,
+    MAMBAOUT_EMBEDDINGS,
+    VIT_ARCHS,
+    VIT_POS_EMBEDS,
+    VMAMBA_ARCHS,
+    family,
+)
 
 if TYPE_CHECKING:  # listing the specs imports no torch; building does
     from torch import nn
@@ -37,11 +44,11 @@ _FAMILY_OPTIONS = {
     "mambaout": {"embedding": Option(
         str, "pooled", "pooled (mean over space + head.norm, the public CLEAR code's embedding) or "
         "pre-logits (timm's MLP head, 4x wider; needs a checkpoint trained so, or random init)",
-        choices=("pooled", "pre-logits"))},
+        choices=MAMBAOUT_EMBEDDINGS)},
     "vit": {"pos_embed": Option(
         str, None, "learned (timm) or sincos (MoCo v3's fixed 2D sin-cos table and init) for random init "
         "(default: sincos for vit_conv_*, learned otherwise); with a checkpoint: the checkpoint's",
-        choices=("learned", "sincos"))},
+        choices=VIT_POS_EMBEDS)},
 }
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import timm
 from torch import nn
 
-EMBEDDINGS = ("pooled", "pre-logits")
+from clear_bench_lecl.archs import MAMBAOUT_EMBEDDINGS as EMBEDDINGS
+
 DEFAULT_EMBEDDING = "pooled"
 
 

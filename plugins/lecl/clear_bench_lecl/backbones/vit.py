@@ -11,13 +11,14 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
+from clear_bench_lecl.archs import VIT_POS_EMBEDS as POS_EMBEDS
+
 # MoCo v3 conv-stem ViTs: one transformer block fewer than the patchify versions, to keep the compute equal.
 CONV_STEM_CONFIGS: dict[str, dict[str, Any]] = {
     "vit_conv_small": dict(base="vit_small_patch16_224", embed_dim=384, depth=11, num_heads=12),
     "vit_conv_base": dict(base="vit_base_patch16_224", embed_dim=768, depth=11, num_heads=12),
 }
 PATCHIFY_ARCHS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
-POS_EMBEDS = ("learned", "sincos")
 
 
 def default_pos_embed(arch: str) -> str:

@@ -38,11 +38,10 @@ from clear_bench.schema import (
     suggest,
 )
 from clear_bench.specs import stable_hash
+from clear_bench_lecl.archs import MAMBAOUT_EMBEDDINGS, VIT_POS_EMBEDS
 
 LOSS_VARIANTS = ("lecl", "lecl-reference", "infonce")
 """The contrastive losses of :mod:`.loss`, declared here so that declaring the options imports no torch."""
-MAMBAOUT_EMBEDDINGS = ("pooled", "pre-logits")
-VIT_POS_EMBEDS = ("learned", "sincos")
 _ARCH_CHOICES = {"embedding": ("mambaout", MAMBAOUT_EMBEDDINGS), "pos_embed": ("vit", VIT_POS_EMBEDS)}
 
 NULL = type(None)

@@ -38,7 +38,7 @@ from clear_bench.schema import (
     suggest,
 )
 from clear_bench.specs import stable_hash
-from clear_bench_lecl.archs import MAMBAOUT_EMBEDDINGS, VIT_POS_EMBEDS
+from clear_bench_lecl.archs import ARCHS, MAMBAOUT_EMBEDDINGS, VIT_POS_EMBEDS, family
 
 LOSS_VARIANTS = ("lecl", "lecl-reference", "infonce")
 """The contrastive losses of :mod:`.loss`, declared here so that declaring the options imports no torch."""
@@ -499,8 +499,6 @@ def _check_semantics(c: PretrainConfig, problems: _Located) -> None:
 def _check_arch_choices(m: ModelConfig, problems: _Located) -> None:
     """``model.embedding`` / ``model.pos_embed`` (or the same keys in ``model.arch_kwargs``): known values,
     only for their family, and not set twice to different values."""
-    from clear_bench_lecl.archs import ARCHS, family
-
     kind = family(m.arch) if m.arch in ARCHS else None
     for key, (owner, choices) in _ARCH_CHOICES.items():
         field_value, kwarg = getattr(m, key), m.arch_kwargs.get(key)

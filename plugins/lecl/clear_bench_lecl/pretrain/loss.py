@@ -88,18 +88,17 @@ def contrastive_loss(
     ``lesion`` is the local bool mask of lesion slices (gathered like the keys). Computed in float32
     under autocast too: the features may arrive in bf16, the logits, softmax and weighting never are.
     """
-    with torch.autocast(q.device.type, enabled=False):  # bf16 logits would be off by up to ~1e-2
-        q = F.normalize(q.float(), dim=1)
-        with torch.no_grad():
-            k = F.normalize(k.float(), dim=1)
-            keys = gather_from_ranks(k, group)
-            lesion_keys = None
-            if lesion is not None and config.variant != "infonce":
-                lesion_keys = gather_from_ranks(lesion.to(torch.uint8), group).bool()
-        rank = dist.get_rank(group) if _distributed(group) else 0
-        logits = similarity_logits(q, keys, config.temperature)
-        loss = loss_from_logits(logits, lesion_keys, rank * q.shape[0], config.variant, config.lam)
-        return loss * (2.0 * config.temperature) if config.scale_by_2tau else loss
+    q = F.normalize(q.float(), dim=1)
+    with torch.no_grad():
+        k = F.normalize(k.float(), dim=1)
+        keys = gather_from_ranks(k, group)
+        lesion_keys = None
+        if lesion is not None and config.variant != "infonce":
+            lesion_keys = gather_from_ranks(lesion.to(torch.uint8), group).bool()
+    rank = dist.get_rank(group) if _distributed(group) else 0
+    logits = similarity_logits(q, keys, config.temperature)  # the one op autocast would run in bf16
+    loss = loss_from_logits(logits, lesion_keys, rank * q.shape[0], config.variant, config.lam)
+    return loss * (2.0 * config.temperature) if config.scale_by_2tau else loss
 
 
 def similarity_logits(q: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -72,31 +72,36 @@ class LinearProbe:
         self.label_type = label_type
         self.standardize = Standardizer.fit(features)
         x = self.standardize(features)
-        scores = [self._inner_score(x, targets, c) for c in self.grid]
+        folds = [(train, test, row_space_basis(x[train])) for train, test in self._inner_folds(x, targets)]
+        scores = [self._inner_score(x, targets, folds, c) for c in self.grid]
         finite = [s if np.isfinite(s) else -np.inf for s in scores]
         self.chosen = self.grid[int(np.argmax(finite))] if np.isfinite(max(finite)) else self.grid[-1]
-        self.models = _fit_logistic(x, targets, label_type, self.chosen, self.seed)
+        self.models = _fit_logistic(x, targets, label_type, self.chosen, self.seed, row_space_basis(x))
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probabilities ``[n, n_outputs]``."""
         return _predict_logistic(self.models, self.standardize(features), self.label_type)
 
-    def _inner_score(self, x: np.ndarray, targets: np.ndarray, c: float) -> float:
-        from sklearn.metrics import roc_auc_score
+    def _inner_folds(self, x: np.ndarray, targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         stratify = targets if self.label_type == "multiclass" else targets[:, 0]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a class with fewer members than folds
-                folds = list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
-                             .split(x, stratify))
+                return list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
+                            .split(x, stratify))
         except ValueError:  # a class too rare to stratify: plain folds
-            folds = list(KFold(self.inner_folds, shuffle=True, random_state=self.seed).split(x))
+            return list(KFold(self.inner_folds, shuffle=True, random_state=self.seed).split(x))
+
+    def _inner_score(self, x: np.ndarray, targets: np.ndarray, folds: list, c: float) -> float:
+        """Mean AUROC of strength ``c`` over the inner ``folds`` (train, test, row-space basis of train)."""
+        from sklearn.metrics import roc_auc_score
+
         values = []
-        for train, test in folds:
-            model = _fit_logistic(x[train], targets[train], self.label_type, c, self.seed)
+        for train, test, basis in folds:
+            model = _fit_logistic(x[train], targets[train], self.label_type, c, self.seed, basis)
             probs = _predict_logistic(model, x[test], self.label_type)
             multiclass = self.label_type == "multiclass"
             truth = _onehot(targets[test], probs.shape[1]) if multiclass else targets[test]
@@ -151,7 +156,8 @@ def row_space_basis(x: np.ndarray) -> np.ndarray | None:
     """An orthonormal basis ``[d, r]`` of the span of ``x``'s rows when it is smaller than the feature
     space (``None`` otherwise).
 
-    With more features than training rows (1152-d embeddings x 3 windows against about a hundred scans),
+    With more features than training rows (hundreds of embedding dims x 3 windows against about a hundred
+    scans),
     an L2-regularised linear model's optimum lies in the span of the training rows: its loss gradient
     does, so the penalty's does at the optimum. Fitting the coordinates ``x @ basis`` (``r <= n``) has the
     same optimum and the same predictions, and lbfgs converges in a fraction of the time.
@@ -160,17 +166,17 @@ def row_space_basis(x: np.ndarray) -> np.ndarray | None:
     if d <= n:
         return None
     _, singular, vt = np.linalg.svd(x, full_matrices=False)
-    keep = singular > singular[0] * max(n, d) * np.finfo(float).eps if len(singular) and singular[0] > 0 \
-        else np.zeros(len(singular), dtype=bool)
-    return vt[keep].T if keep.any() else vt[:1].T
+    keep = singular > singular[0] * d * np.finfo(float).eps  # numpy's matrix_rank tolerance
+    return vt[keep].T if keep.any() else vt[:1].T  # all-zero rows: any one direction
 
 
-def _fit_logistic(x: np.ndarray, targets: np.ndarray, label_type: str, c: float, seed: int) -> _Logistic:
-    """One fitted model per label (multi-label), one multinomial model (multi-class); a label with a
-    single class in ``targets`` is kept as its constant rate."""
+def _fit_logistic(x: np.ndarray, targets: np.ndarray, label_type: str, c: float, seed: int,
+                  basis: np.ndarray | None) -> _Logistic:
+    """One fitted model per label (multi-label), one multinomial model (multi-class), on ``x`` in
+    ``basis`` (:func:`row_space_basis` of ``x``); a label with a single class in ``targets`` is kept as its
+    constant rate."""
     from sklearn.linear_model import LogisticRegression
 
-    basis = row_space_basis(x)
     z = x if basis is None else x @ basis
 
     def fit(y: np.ndarray) -> Any:

@@ -61,18 +61,18 @@ def clear_bench_aggregators() -> list[AggregatorSpec]:
             options={"hidden_dim": _HIDDEN, "attention_dim": Option(int, 64, "attention branch width"),
                      "dropout": _DROPOUT, "gated": Option(bool, True, "gated attention branch"),
                      "pooled_norm": _POOLED_NORM},
-            ensemble=True,
+            ensemble=True, input_layer="project.0",
         ),
         AggregatorSpec(
             "pma", _build_pma, "pooling by multi-head attention with learned seeds (Set Transformer)",
             options={"hidden_dim": _HIDDEN, "num_heads": Option(int, 4, "attention heads"),
                      "num_seeds": Option(int, 1, "learned seed vectors"), "dropout": _DROPOUT},
-            ensemble=True,
+            ensemble=True, input_layer="project.0",
         ),
         AggregatorSpec(
             "mean-pool", _build_mean_pool, "mean of projected instances + linear (baseline)",
             options={"hidden_dim": _HIDDEN, "dropout": _DROPOUT, "pooled_norm": _POOLED_NORM},
-            ensemble=True,
+            ensemble=True, input_layer="project.0",
         ),
         AggregatorSpec(
             "linear-probe", _fitted_only,

@@ -237,6 +237,12 @@ class AggregatorSpec:
     may hold any value), and its weights live in ``nn.Linear`` / ``nn.LayerNorm`` layers or plain
     parameters: many copies then train as one stacked module (:mod:`clear_bench.evaluation.ensemble`).
     Otherwise each fold trains on its own."""
+    input_layer: str | None = None
+    """For an ``ensemble`` head: the name (as in ``named_modules``) of its ``nn.Linear`` that takes the
+    instances first, with nothing before it but zeroing the padding (or an average over the real
+    instances). The stacked trainer then folds the input standardisation into that layer's weights
+    instead of standardising every minibatch: the same function of the same parameters, at the cost of
+    the weights rather than of the inputs."""
     fit: Callable[[Mapping[str, Any], int], Any] | None = None
     """A probe fitted in closed form on pooled scan embeddings instead of a module trained by the loop:
     ``fit(options, seed)`` returns an object with ``max_pool`` (bool), ``fit(features, targets,

@@ -60,7 +60,10 @@ class PaddedBags:
     slice_index: torch.Tensor
     window_id: torch.Tensor
     lengths: torch.Tensor
-    _sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    # Caches of values derived from ``x`` (not init fields: ``dataclasses.replace`` starts them afresh).
+    _sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, init=False,
+                                                                          repr=False)
+    _centred: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,6 +86,22 @@ class PaddedBags:
                 squares[start:start + chunk] = (x * x).sum(1).double()
             self._sums = (sums, squares, shift)
         return self._sums
+
+    @torch.no_grad()
+    def centred(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` minus the mean of every real instance (``[B, N, D]``, zeros on padding) and that mean
+        ``[D]``; made once. Heads that fold a fold's standardisation into their weights read these, so the
+        folded shift is a fold's small deviation from the overall mean, not the raw offset of the features
+        (which float32 would cancel badly)."""
+        if self._centred is None:
+            sums, _, shift = self.instance_sums()
+            centre = (sums.sum(0) / max(int(self.lengths.sum()), 1) + shift.double()).float()
+            x = torch.empty_like(self.x)
+            for start in range(0, len(self), 64):
+                mask = self.mask[start:start + 64].unsqueeze(-1)
+                x[start:start + 64] = torch.where(mask, self.x[start:start + 64] - centre, 0.0)
+            self._centred = (x, centre)
+        return self._centred
 
     @property
     def dim(self) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 from clear_bench.evaluation.bags import PaddedBags
 from clear_bench.evaluation.ensemble import (
     MemberAdamW,
+    MemberLinear,
     MemberStreams,
     member_state,
     select_members,
@@ -69,18 +70,21 @@ def members_per_stack(bags: PaddedBags, config: TrainConfig, hidden: int = 512,
 
 def train_members(build: Callable[[], nn.Module], members: Sequence[Member], bags: PaddedBags,
                   label_type: str, n_outputs: int, config: TrainConfig,
-                  stack_size: int | None = None) -> list[TrainedFold]:
+                  stack_size: int | None = None, input_layer: str | None = None) -> list[TrainedFold]:
     """Train every member (in stacks of ``stack_size``, default :func:`members_per_stack`); one
-    :class:`TrainedFold` per member, in order, each holding a single head with its best state."""
+    :class:`TrainedFold` per member, in order, each holding a single head with its best state.
+    ``input_layer`` (see :attr:`~clear_bench.specs.AggregatorSpec.input_layer`) names the layer that the
+    input standardisation is folded into; without it every minibatch is standardised."""
     size = stack_size or members_per_stack(bags, config)
     trained: list[TrainedFold] = []
     for start in range(0, len(members), size):
-        trained += _train_stack(build, list(members[start:start + size]), bags, label_type, n_outputs, config)
+        trained += _train_stack(build, list(members[start:start + size]), bags, label_type, n_outputs, config,
+                                input_layer)
     return trained
 
 
 def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: PaddedBags, label_type: str,
-                 n_outputs: int, config: TrainConfig) -> list[TrainedFold]:
+                 n_outputs: int, config: TrainConfig, input_layer: str | None) -> list[TrainedFold]:
     device = torch.device(config.device)
     for member in members:
         if len(member.train_rows) == 0 or len(member.val_rows) == 0:
@@ -96,7 +100,11 @@ def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: Pa
     streams = MemberStreams([torch.Generator(device="cpu").manual_seed(m.seed) for m in members])
     stacked = stack_heads(heads, streams).to(device)
     moments = _moments(bags, members, config)
-    inputs = StandardizedInputs(bags, members, moments)
+    folded = config.standardize and input_layer is not None
+    if folded:
+        _fold_standardization(stacked, input_layer, moments, bags.centred()[1], device)
+    inputs = StandardizedInputs(bags, members, moments if config.standardize and not folded else None,
+                                centred=folded)
     targets = torch.stack([m.targets for m in members]).to(device)
     weights = torch.stack([class_weights(label_type, m.targets[m.train_rows], n_outputs)
                            for m in members]).to(device)
@@ -169,6 +177,17 @@ def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: Pa
     return results
 
 
+def _fold_standardization(stacked: nn.Module, input_layer: str,
+                          moments: Sequence[tuple[torch.Tensor, torch.Tensor]], centre: torch.Tensor,
+                          device: torch.device) -> None:
+    """Members' z-scores as weights of ``input_layer``, applied to the centred bags."""
+    layer = stacked.get_submodule(input_layer)
+    if not isinstance(layer, MemberLinear):
+        raise TypeError(f"input_layer {input_layer!r} is a {type(layer).__name__}, not an nn.Linear")
+    layer.fold_input(torch.stack([mean - centre for mean, _ in moments]).to(device),
+                     torch.stack([1.0 / std for _, std in moments]).to(device))  # 1 / inf = 0
+
+
 def _moments(bags: PaddedBags, members: list[Member],
              config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each member's standardisation (mean, std), computed once per distinct set of training rows; the
@@ -188,8 +207,9 @@ def _moments(bags: PaddedBags, members: list[Member],
 
 
 class StandardizedInputs:
-    """The members' standardised minibatches, ``x [E, b, N, D]`` with ``mask``. Padding is left as it
-    comes out of the standardisation (stackable heads mask it themselves, as every head must).
+    """The members' standardised minibatches, ``x [E, b, N, D]`` with ``mask``; without ``moments`` the
+    bags as they are, or ``centred`` (:meth:`PaddedBags.centred`). Padding is left as it comes out of the
+    standardisation (stackable heads mask it themselves, as every head must).
 
     Members with the same training rows share their statistics (a fold's label permutations, say).
     When one standardised copy of the bags per distinct training set fits in
@@ -198,9 +218,15 @@ class StandardizedInputs:
     """
 
     def __init__(self, bags: PaddedBags, members: Sequence[Member],
-                 moments: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+                 moments: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, centred: bool = False) -> None:
+        if centred and moments is not None:
+            raise ValueError("centred bags are for heads that standardise in their weights")
         self.bags = bags
         device = bags.x.device
+        self.raw = moments is None
+        self.source = bags.centred()[0] if centred else bags.x
+        if moments is None:
+            moments = [(torch.zeros(0), torch.ones(0))] * len(members)
         groups: dict[int, int] = {}
         for mean, _ in moments:
             groups.setdefault(id(mean), len(groups))
@@ -209,7 +235,7 @@ class StandardizedInputs:
         self.mean = torch.stack([distinct[g][0] for g in range(len(groups))]).to(device)
         self.scale = torch.stack([1.0 / distinct[g][1] for g in range(len(groups))]).to(device)  # 1/inf = 0
         self.copies: torch.Tensor | None = None
-        if len(groups) * bags.x.numel() * bags.x.element_size() <= STANDARDIZED_BYTES:
+        if not self.raw and len(groups) * bags.x.numel() * bags.x.element_size() <= STANDARDIZED_BYTES:
             self.copies = torch.empty((len(groups), *bags.x.shape), dtype=bags.x.dtype, device=device)
             for g, copy in enumerate(self.copies):
                 torch.addcmul(-self.mean[g] * self.scale[g], bags.x, self.scale[g], out=copy)
@@ -245,6 +271,8 @@ class StandardizedInputs:
         mask = bags.mask[index, instances] & real.unsqueeze(-1)
         if self.copies is not None:
             return self.copies[group_index, index, instances], mask, rows, counts
+        if self.raw:
+            return self.source[index, instances], mask, rows, counts
         x = bags.x[index, instances]
         # (x - mean) / std as one fused pass: x * (1 / std) - mean / std
         scale, mean = self.scale[group][:, None, None, :], self.mean[group][:, None, None, :]

@@ -258,7 +258,8 @@ def _train(pending: list, bags: PaddedBags, label_type: str, n_outputs: int, agg
     members = [Member(bags.rows(splits.folds[index].train), bags.rows(splits.folds[index].val), targets,
                       fold_seed(config.seed, index)) for _, _, splits, index, _, _, targets in pending]
     if aggregator.ensemble:
-        return train_members(build, members, bags, label_type, n_outputs, config)
+        return train_members(build, members, bags, label_type, n_outputs, config,
+                             input_layer=aggregator.input_layer)
     return [train_fold(build, bags, m.targets, label_type, n_outputs, m.train_rows, m.val_rows, config,
                        m.seed) for m in members]
 

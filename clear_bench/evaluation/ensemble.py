@@ -47,13 +47,27 @@ class MemberLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias) if bias is not None else None
+        # Not in the state dict: a member's weights stay those of a plain head on standardised inputs.
+        self.register_buffer("input_mean", None, persistent=False)
+        self.register_buffer("input_scale", None, persistent=False)
+
+    def fold_input(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Apply this layer to ``(x - mean[e]) * scale[e]`` for member ``e`` (``[E, in]`` each) by scaling
+        and shifting its weights on the fly: the same function of the parameters (so the same gradients)
+        as standardising every input first, at the cost of the weights instead of the inputs."""
+        self.input_mean, self.input_scale = mean, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        if self.bias is None:
-            out = torch.bmm(flat, self.weight.transpose(1, 2))
+        weight, bias = self.weight, self.bias
+        if self.input_scale is not None:
+            weight = weight * self.input_scale.unsqueeze(1)
+            shift = torch.bmm(weight, self.input_mean.unsqueeze(-1)).squeeze(-1)
+            bias = -shift if bias is None else bias - shift
+        if bias is None:
+            out = torch.bmm(flat, weight.transpose(1, 2))
         else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+            out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

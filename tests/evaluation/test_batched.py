@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -64,8 +66,10 @@ def test_stacked_members_train_like_members_alone(task, aggregator):
     def build():
         return SPECS[aggregator].build(6, 2, OPTIONS[aggregator])
 
-    stacked = train_members(build, members, padded, "multilabel", 2, config)
-    alone = [train_members(build, [member], padded, "multilabel", 2, config)[0] for member in members]
+    layer = SPECS[aggregator].input_layer
+    stacked = train_members(build, members, padded, "multilabel", 2, config, input_layer=layer)
+    alone = [train_members(build, [member], padded, "multilabel", 2, config, input_layer=layer)[0]
+             for member in members]
     assert len({len(t.curve) for t in stacked}) > 1, "the test needs members that stop at different epochs"
     rows = padded.rows(splits.folds[0].test)
     for together, single in zip(stacked, alone, strict=True):
@@ -79,10 +83,41 @@ def test_stacked_members_train_like_members_alone(task, aggregator):
         for x, y in zip(attention_a, attention_b, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # Members in smaller stacks (memory-bounded chunks) give the same again.
-    chunked = train_members(build, members, padded, "multilabel", 2, config, stack_size=4)
+    chunked = train_members(build, members, padded, "multilabel", 2, config, stack_size=4, input_layer=layer)
     for a, b in zip(stacked, chunked, strict=True):
         np.testing.assert_allclose(predict(a.model, padded, rows, "multilabel")[0],
                                    predict(b.model, padded, rows, "multilabel")[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregator", ["abmil", "pma", "mean-pool"])
+def test_standardisation_folded_into_the_input_layer_trains_like_standardised_inputs(task, aggregator):
+    """Folding each member's z-score into its input layer's weights (the built-in heads declare
+    ``input_layer``) is the same training as standardising every minibatch: same curves and predictions,
+    on bags whose dimensions are far from zero mean and unit variance (the two sum in other orders)."""
+    labels, splits, padded = task
+    shift, scale = torch.linspace(-8.0, 12.0, padded.dim), torch.logspace(-1, 1, padded.dim)
+    skewed = replace(padded, x=(padded.x * scale + shift) * padded.mask.unsqueeze(-1))
+    skewed.x[0, -1] = float("nan") if not skewed.mask[0, -1] else skewed.x[0, -1]  # padding may hold NaN
+    members = members_of(labels, splits, skewed, [labels, permute_labels(labels, None, seed=5)])
+    config = TrainConfig(epochs=8, lr=2e-2, batch_size=8, patience=3, max_instances=10)
+    spec = SPECS[aggregator]
+    assert spec.input_layer == "project.0"
+
+    def build():
+        return spec.build(6, 2, OPTIONS[aggregator])
+
+    folded = train_members(build, members, skewed, "multilabel", 2, config, input_layer=spec.input_layer)
+    standardised = train_members(build, members, skewed, "multilabel", 2, config)
+    rows = skewed.rows(splits.folds[0].test)
+    for a, b in zip(folded, standardised, strict=True):
+        assert a.best_epoch == b.best_epoch and len(a.curve) == len(b.curve)
+        for x, y in zip(a.curve, b.curve, strict=True):
+            assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4, abs=1e-6)
+            assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-4, abs=1e-6)
+        np.testing.assert_allclose(predict(a.model, skewed, rows, "multilabel")[0],
+                                   predict(b.model, skewed, rows, "multilabel")[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match=r"not an nn\.Linear"):
+        train_members(build, members[:1], skewed, "multilabel", 2, config, input_layer="project.1")
 
 
 def test_one_stacked_member_is_the_single_head_training(task):

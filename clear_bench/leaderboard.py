@@ -120,6 +120,9 @@ class Row:
     site_held_out: SiteHeldOut | None = None
     site_shortcut: float = math.nan
     """Macro AUROC of a linear probe predicting the scan's site from the encoder's embeddings (K-fold)."""
+    tuned: dict[str, int] = field(default_factory=dict)
+    """Settings an inner-CV search chose -> the number of folds (every repeat) that chose them (empty:
+    the row's head was not tuned)."""
 
     @property
     def name(self) -> str:
@@ -161,6 +164,9 @@ class TaskBoard:
     """Nested draws per training fraction of the label-efficiency curves (0: no curves)."""
     sites: list[str] = field(default_factory=list)
     """The acquisition sites of the leave-one-site-out evaluation (empty: not run)."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """The tuning protocol of the tuned heads: ``heads``, ``protocol`` (one line), ``grid``, ``inner_folds``
+    (empty: every head trained with the fixed settings)."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -266,6 +272,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
             cells += [f"{n.mean:.3f} [{n.low:.3f}, {n.high:.3f}]" if n else "–", _p(n.p_value) if n else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Compute", "", COMPUTE_NOTE, "", *compute_table(rows)]
+    lines += tuning_section(board)
     lines += efficiency_section(board)
     lines += site_section(board)
     if board.comparisons:
@@ -322,6 +329,28 @@ COMPUTE_NOTE = (
     "products and convolutions, counted by torch's FlopCounterMode); throughput: inputs per second through "
     "the model during the extraction that made the embeddings, and where; the head's trainable parameters; "
     "CV time: training and prediction of every fold of the row (the permutation null comes on top).")
+
+
+def tuned_text(row: Row) -> str:
+    """``lr=0.001, hidden_dim=64 (4 folds); ...``: what the row's folds chose, most often chosen first."""
+    chosen = sorted(row.tuned.items(), key=lambda item: (-item[1], item[0]))
+    return "; ".join(f"{settings} ({_count(n, 'fold')})" for settings, n in chosen)
+
+
+def tuning_section(board: TaskBoard) -> list[str]:
+    """The settings each tuned row's folds chose, and the tuning protocol; nothing when no head is tuned."""
+    if not board.tuning:
+        return []
+    heads = ", ".join(f"`{head}`" for head in board.tuning["heads"])
+    lines = ["", "## Tuning", "",
+             f"Rows of {heads} are tuned identically for every encoder: {board.tuning['protocol']} (every "
+             "cross-validation of the row, the permutation null's included). Other rows train with the "
+             "fixed settings of the protocol.", "",
+             "| encoder | aggregator | chosen settings (folds) |", "|---|---|---|"]
+    for row in ranked(board.rows, board.metric):
+        if row.tuned:
+            lines.append(f"| {row.encoder} | {row.aggregator} | {tuned_text(row)} |")
+    return lines
 
 
 def efficiency_section(board: TaskBoard) -> list[str]:
@@ -510,6 +539,8 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
         record |= {"null_mean": _nan_none(n.mean) if n else None, "null_low": _nan_none(n.low) if n else None,
                    "null_high": _nan_none(n.high) if n else None,
                    "permutation_p": _nan_none(n.p_value) if n else None}
+        if board.tuning:
+            record["tuned_settings"] = tuned_text(row) or None
         leaderboard.append(record)
     compute = [{"encoder": row.encoder, "aggregator": row.aggregator, **_compute_record(row)} for row in rows]
     comparisons = [{"row": c.row, "reference": c.reference, "kind": c.kind, "metric": c.metric,

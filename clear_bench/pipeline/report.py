@@ -231,7 +231,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
                       "head_parameters": row.head_parameters, "cv_seconds": row.cv_seconds,
                       "efficiency": [asdict(point) for point in row.efficiency],
                       "site_held_out": asdict(row.site_held_out) if row.site_held_out else None,
-                      "site_shortcut": row.site_shortcut,
+                      "site_shortcut": row.site_shortcut, **({"tuned": row.tuned} if row.tuned else {}),
                       "folds": [[fold.key for fold in run.folds] for run in cell.results],
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
@@ -240,6 +240,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
         "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
         "fraction_draws": board.fraction_draws, "sites": board.sites,
+        **({"tuning": board.tuning} if board.tuning else {}),
         "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
@@ -297,6 +298,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
             *(math.nan if held[k] is None else held[k] for k in ("mean", "ci_low", "ci_high")),
             {site: math.nan if v is None else v for site, v in held["per_site"].items()}) if held else None
         row.site_shortcut = math.nan if cell.get("site_shortcut") is None else float(cell["site_shortcut"])
+        row.tuned = {str(k): int(v) for k, v in (cell.get("tuned") or {}).items()}
         rows.append(row)
         keys = cell.get("folds") or [[]]
         missing = [key for key in keys[0] if not (folds_dir / f"{key}.npz").is_file()]
@@ -313,7 +315,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                       null_heads=list(index["null_heads"]),
                       pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
                       left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)),
-                      sites=list(index.get("sites", [])))
+                      sites=list(index.get("sites", [])), tuning=dict(index.get("tuning") or {}))
     shown = read("attention.json")
     return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
 

@@ -20,6 +20,7 @@ from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.fractions import efficiency_area as curve_area
 from clear_bench.evaluation.metrics import MACRO
 from clear_bench.evaluation.splits import require_same_splits
+from clear_bench.evaluation.transfer import TransferBoard
 
 
 @dataclass
@@ -571,6 +572,45 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
     if held:
         tables["site_held_out"] = held
     return tables
+
+
+def render_transfer_board(board: TransferBoard, *, benchmark: str, version: str, provenance: str = "") -> str:
+    """The markdown of one ``<train>-to-<test>`` transfer board, best macro AUROC on the test task first."""
+    rows = sorted(board.rows, key=lambda r: (math.isnan(r.auroc), -_finite_or(r.auroc, 0.0)))
+    shared = (f" {_count(board.shared_patients, 'patient')} of `{board.train}` that `{board.test}` also has "
+              "were left out of training." if board.shared_patients else "")
+    lines = [f"# {board.train} → {board.test}", "",
+             f"Benchmark `{benchmark}`, clear-bench {version}. Transfer: every (encoder, head) is trained on "
+             f"the patients of `{board.train}` ({board.train_patients} to train on, {board.val_patients} "
+             "held "
+             f"out for early stopping and thresholds) and tested on all {board.test_patients} patients "
+             f"({board.test_scans} scans) of `{board.test}`, with the benchmark's heads, settings and "
+             f"tuning.{shared} Values: macro AUROC on `{board.test}` [95% patient-level bootstrap CI, "
+             f"{board.n_boot} resamples]; in-task: the row's K-fold macro AUROC on `{board.train}`'s own "
+             "board.", *([provenance] if provenance else []), "",
+             "| rank | encoder | aggregator | macro AUROC on test task [95% CI] | in-task K-fold | Δ | "
+             + " | ".join(board.label_names) + " |",
+             "|---:|---|---|---|---|---|" + "---|" * len(board.label_names)]
+    for rank, row in enumerate(rows, start=1):
+        labels = [_num(row.per_label.get(label, math.nan)) for label in board.label_names]
+        lines.append(f"| {rank} | {row.encoder} | {row.aggregator} | {row.auroc:.3f} [{row.ci_low:.3f}, "
+                     f"{row.ci_high:.3f}] | {_num(row.in_task)} | {_num(row.auroc - row.in_task)} | "
+                     + " | ".join(labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def transfer_table(board: TransferBoard) -> list[dict[str, Any]]:
+    """The transfer board's rows as records (CSV and JSON), best first."""
+    rows = sorted(board.rows, key=lambda r: (math.isnan(r.auroc), -_finite_or(r.auroc, 0.0)))
+    return [{"rank": rank, "train_task": board.train, "test_task": board.test, "encoder": row.encoder,
+             "aggregator": row.aggregator, "auroc": _nan_none(row.auroc),
+             "auroc_ci_low": _nan_none(row.ci_low),
+             "auroc_ci_high": _nan_none(row.ci_high), "in_task_auroc": _nan_none(row.in_task),
+             **{f"auroc:{label}": _nan_none(row.per_label.get(label, math.nan))
+                for label in board.label_names},
+             "train_patients": board.train_patients, "val_patients": board.val_patients,
+             "test_patients": board.test_patients, "shared_patients_left_out": board.shared_patients}
+            for rank, row in enumerate(rows, start=1)]
 
 
 def _null_rows(board: TaskBoard) -> str:

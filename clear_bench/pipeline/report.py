@@ -44,6 +44,7 @@ from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult, load_fold
 from clear_bench.evaluation.reliability import reliability_figure
+from clear_bench.evaluation.transfer import TransferBoard
 from clear_bench.leaderboard import (
     EfficiencyPoint,
     EncoderCompute,
@@ -57,11 +58,14 @@ from clear_bench.leaderboard import (
     ranked,
     render_overall_board,
     render_task_board,
+    render_transfer_board,
     task_tables,
+    transfer_table,
 )
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
 from clear_bench.pipeline.statistics import json_finite as _finite
+from clear_bench.pipeline.transfer import transfer_folder
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
 from clear_bench.plots.cache import PlotCache
 from clear_bench.plots.efficiency import efficiency_figure
@@ -182,13 +186,14 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
                  manifest: dict[str, Any] | None = None,
                  attention: Mapping[str, AttentionScans] | None = None,
                  encoders: Mapping[str, EncoderCompute] | None = None,
-                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = ()
-                 ) -> list[Path]:
+                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = (),
+                 transfers: Sequence[TransferBoard] = ()) -> list[Path]:
     """Write every task's results and ``run.json``, then the boards and plots from those stored results
     alone (as ``clear-bench leaderboard`` does); returns the boards written.
 
     ``attention``: the scans of each task's attention plot (default: :func:`choose_attention_scans`, no
-    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`."""
+    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`; ``transfers``: the
+    train-on-A, test-on-B boards, stored under ``transfer/<A>-to-<B>/board.json``."""
     for result in results:
         fill_costs(result, encoders or {}, heads or {}, references)
         shown = (attention or {}).get(result.board.task)
@@ -196,6 +201,11 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
             labels = result.cells[0].result.labels
             shown = AttentionScans(choose_attention_scans(labels, result.board.label_type))
         write_task_results(result, shown)
+    for board in transfers:
+        atomic_write_text(transfer_folder(run_dir, board.name) / "board.json",
+                          json.dumps(_finite(board.to_dict()), indent=1, sort_keys=True))
+    if transfers:
+        manifest = {**(manifest or {}), "transfers_evaluated": [board.name for board in transfers]}
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
     write_manifest(run_dir, benchmark=benchmark, results=results, left_out=left_out, manifest=manifest,
                    origin=provenance(folders))
@@ -350,6 +360,9 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
     files: dict[str, bytes] = {}
     for task in tasks:
         files.update(task_files(task, benchmark=benchmark, version=version, provenance=line, plots=plots))
+    for name in manifest.get("transfers_evaluated", []):
+        files.update(transfer_files(load_transfer(run_dir, name), benchmark=benchmark, version=version,
+                                    provenance=line))
     boards = [task.board for task in tasks]
     if boards:
         files.update(overall_files(boards, benchmark=benchmark, version=version, provenance=line,
@@ -363,6 +376,28 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
             if name.endswith(".md"):
                 written.append(path)
     return sorted(written)
+
+
+def load_transfer(run_dir: Path, name: str) -> TransferBoard:
+    """A transfer board stored by :func:`write_report`."""
+    path = transfer_folder(run_dir, name) / "board.json"
+    try:
+        return TransferBoard.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (the run has not finished); rerun the benchmark") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a transfer board ({error})") from None
+
+
+def transfer_files(board: TransferBoard, *, benchmark: str, version: str,
+                   provenance: str) -> dict[str, bytes]:
+    """``<A>-to-<B>.transfer.md`` with its table as CSV and JSON."""
+    stem = f"{safe_filename(board.name)}.transfer"
+    records = transfer_table(board)
+    return {f"{stem}.md": render_transfer_board(board, benchmark=benchmark, version=version,
+                                                provenance=provenance).encode(),
+            f"{stem}.csv": records_csv(records).encode(),
+            f"{stem}.json": (json.dumps(_finite({"transfer": records}), indent=1) + "\n").encode()}
 
 
 TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",

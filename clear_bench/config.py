@@ -302,6 +302,9 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
     _check_fractions(sections.get("crossval", {}), problems)
     if sections.get("crossval", {}).get("tuning") is not None:
         sections["crossval"]["tuning"] = _check_tuning(sections["crossval"]["tuning"], base, problems)
+        if registry is not None and sections["crossval"]["tuning"] is not None:
+            heads = components.get("aggregators", _default_aggregators())
+            _check_tuned_heads(sections["crossval"]["tuning"], [ref for _, ref in heads], registry, problems)
 
     if problems.items:
         raise ConfigError(problems.items[0], lines=problems.items)
@@ -545,6 +548,30 @@ def _check_tuning(section: Mapping[str, Any], base: Path, problems: Problems) ->
         if not isinstance(head, str):
             problems.add(f"crossval.tuning.heads[{index}]", f"expected a head id (str), got {describe(head)}")
     return checked
+
+
+def _check_tuned_heads(tuning: Mapping[str, Any], heads: Sequence[ComponentRef], registry: Registry,
+                       problems: Problems) -> None:
+    """The tuned heads are trained heads of this benchmark, and each declares every head key of the grid."""
+    from clear_bench.evaluation.tuning import TRAIN_KEYS
+
+    table = registry.of_kind("aggregators")
+    known = {ref.id: table[ref.name].spec for ref in heads if ref.name in table}
+    named = tuning.get("heads")
+    for index, head in enumerate(named or []):
+        if isinstance(head, str) and head not in known:
+            problems.add(f"crossval.tuning.heads[{index}]", f"no aggregator entry has the id '{head}'"
+                                                            f"{suggest(head, known)}")
+        elif isinstance(head, str) and known[head].fit is not None:
+            problems.add(f"crossval.tuning.heads[{index}]",
+                         f"'{head}' is a closed-form probe (it chooses its regularisation by its own inner CV)")
+    tuned = [(i, spec) for i, spec in known.items() if (named is None and spec.fit is None)
+             or (named is not None and i in named and spec.fit is None)]
+    for key in tuning.get("grid") or {}:
+        lacking = [i for i, spec in tuned if key not in TRAIN_KEYS and key not in spec.options]
+        if lacking:
+            problems.add(f"crossval.tuning.grid.{key}", f"not a training setting (lr, weight_decay) nor an "
+                                                        f"option of head {', '.join(lacking)}")
 
 
 def _check_windows(windows: Sequence[Any], problems: Problems) -> None:

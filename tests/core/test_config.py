@@ -320,3 +320,21 @@ def test_a_valid_tuning_grid_and_transfer_pair_load(bench) -> None:
     assert [(t.train, t.test, t.heads, t.name) for t in config.transfer] == \
         [("toy-task", "other", None, "toy-task-to-other")]
     assert load_benchmark(BENCHMARKS / "all.yaml").crossval.tuning is None
+
+
+def test_tuned_heads_must_be_trained_heads_declaring_the_grid_keys(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders: [toy-encoder]
+        tasks: [toy-task]
+        aggregators: [abmil, linear-probe]
+        crossval:
+          tuning: {grid: {lr: [0.001], hidden_dims: [8]}, heads: [abmil, linear-probe, abmill]}
+    """)
+    lines = [line.split(": ", 1)[1] for line in problems_of(path)]
+    assert "crossval.tuning.heads[1]: 'linear-probe' is a closed-form probe (it chooses its regularisation " \
+           "by its own inner CV)" in lines
+    assert "crossval.tuning.heads[2]: no aggregator entry has the id 'abmill' (did you mean 'abmil'?)" \
+        in lines
+    assert "crossval.tuning.grid.hidden_dims: not a training setting (lr, weight_decay) nor an option of " \
+           "head abmil" in lines

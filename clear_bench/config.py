@@ -564,7 +564,8 @@ def _check_tuned_heads(tuning: Mapping[str, Any], heads: Sequence[ComponentRef],
                                                             f"{suggest(head, known)}")
         elif isinstance(head, str) and known[head].fit is not None:
             problems.add(f"crossval.tuning.heads[{index}]",
-                         f"'{head}' is a closed-form probe (it chooses its regularisation by its own inner CV)")
+                         f"'{head}' is a closed-form probe (it chooses its regularisation by its own "
+                         "inner CV)")
     tuned = [(i, spec) for i, spec in known.items() if (named is None and spec.fit is None)
              or (named is not None and i in named and spec.fit is None)]
     for key in tuning.get("grid") or {}:

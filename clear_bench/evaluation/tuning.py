@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class Tuning:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> Tuning:
         """From the validated ``crossval.tuning`` mapping of a benchmark YAML."""
+        if not isinstance(section.get("grid"), Mapping):
+            raise UserError("crossval.tuning: expected {grid: {KEY: [VALUES...]}, inner_folds: N, "
+                            "heads: [...]}")
         heads = section.get("heads")
         return cls({str(k): tuple(v) for k, v in section["grid"].items()}, int(section.get("inner_folds", 3)),
                    tuple(heads) if heads is not None else None)
@@ -91,6 +95,11 @@ class Tuning:
 
 def format_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def head_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The head options among chosen settings (what is not a training setting nor the inner score)."""
+    return {k: v for k, v in settings.items() if k not in TRAIN_KEYS and k != "inner_auroc"}
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
@@ -149,9 +158,12 @@ def macro_auroc(label_type: str, targets: np.ndarray, probs: np.ndarray) -> floa
 def tune_folds(folds: Sequence[OuterFold], bags: PaddedBags, label_type: str, n_outputs: int,
                aggregator: AggregatorSpec, options: Mapping[str, Any], config: TrainConfig,
                tuning: Tuning) -> list[TunedFold]:
-    """Choose each outer fold's settings by inner CV and retrain it with them (one result per fold)."""
+    """Choose each outer fold's settings by inner CV and retrain it with them (one result per fold); a
+    fold's ``seconds`` include its share of the search."""
     candidates = tuning.candidates()
+    started = time.perf_counter()
     scores = inner_scores(folds, bags, label_type, n_outputs, aggregator, options, config, tuning)
+    search = (time.perf_counter() - started) / max(len(folds), 1)
     chosen = []
     for fold_scores in scores:
         ranked = [(-math.inf if math.isnan(s) else s) for s in fold_scores]
@@ -164,6 +176,8 @@ def tune_folds(folds: Sequence[OuterFold], bags: PaddedBags, label_type: str, n_
         members.append((settings, Member(bags.rows(fold.train), bags.rows(fold.val), outer.targets, seed,
                                          *_train_values(settings, config))))
     trained = _train_grouped(members, bags, label_type, n_outputs, aggregator, options, config)
+    for model in trained:
+        model.seconds += search
     return [TunedFold(model, settings) for model, settings in zip(trained, chosen, strict=True)]
 
 
@@ -206,20 +220,16 @@ def _train_values(settings: Mapping[str, Any], config: TrainConfig) -> tuple[flo
     return float(settings.get("lr", config.lr)), float(settings.get("weight_decay", config.weight_decay))
 
 
-def _head_options(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k not in TRAIN_KEYS and k != "inner_auroc"}
-
-
 def _train_grouped(members: Sequence[tuple[Mapping[str, Any], Member]], bags: PaddedBags, label_type: str,
                    n_outputs: int, aggregator: AggregatorSpec, options: Mapping[str, Any],
                    config: TrainConfig) -> list[TrainedFold]:
     """Train every member; members whose head options agree (one architecture) form one stack."""
     groups: dict[str, list[int]] = {}
     for position, (settings, _) in enumerate(members):
-        groups.setdefault(stable_hash(_head_options(settings)), []).append(position)
+        groups.setdefault(stable_hash(head_options(settings)), []).append(position)
     trained: list[TrainedFold | None] = [None] * len(members)
     for positions in groups.values():
-        head = {**options, **_head_options(members[positions[0]][0])}
+        head = {**options, **head_options(members[positions[0]][0])}
 
         def build(head: dict[str, Any] = head) -> torch.nn.Module:
             return aggregator.build(bags.dim, n_outputs, head)

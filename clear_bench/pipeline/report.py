@@ -45,6 +45,7 @@ from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult, load_fold
 from clear_bench.evaluation.reliability import reliability_figure
 from clear_bench.evaluation.transfer import TransferBoard
+from clear_bench.evaluation.tuning import head_options
 from clear_bench.leaderboard import (
     EfficiencyPoint,
     EncoderCompute,
@@ -162,8 +163,10 @@ def fill_costs(result: TaskResult, encoders: Mapping[str, EncoderCompute],
         spec = heads.get(cell.result.aggregator)
         dim = row.compute.embed_dim if row.compute else None
         if spec is not None and dim:
-            row.head_parameters = head_parameters(spec, dim, len(cell.result.label_names),
-                                                  cell.result.options)
+            chosen = [head_options(fold.settings) for fold in cell.result.folds if fold.settings]
+            # a tuned row: the head its folds chose most often
+            options = {**cell.result.options, **(max(chosen, key=chosen.count) if chosen else {})}
+            row.head_parameters = head_parameters(spec, dim, len(cell.result.label_names), options)
 
 
 def head_parameters(spec: AggregatorSpec, dim: int, n_outputs: int, options: Mapping[str, Any]) -> int | None:

@@ -4,8 +4,10 @@ reach the leaderboard folder, and ``clear-bench leaderboard`` renders them again
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from clear_bench.builtin import clear_bench_aggregators
 from clear_bench.cli import main
 
 BENCH = """
@@ -52,6 +54,15 @@ def test_a_tuned_run_with_a_transfer_pair(tmp_path: Path) -> None:
     [line] = [line for line in tuning.splitlines() if line.startswith("| hu-reference | abmil |")]
     assert "(2 folds)" in line or line.count("(1 fold)") == 2
     assert "mean-pool" not in tuning
+    # the compute table counts the parameters of the head width the folds chose
+    widths = {int(width) for width in re.findall(r"hidden_dim=(\d+)", line)}
+    compute = {r["aggregator"]: r for r in json.loads((boards / "cohort-a.json").read_text())["compute"]}
+    spec = next(s for s in clear_bench_aggregators() if s.name == "abmil")
+    dim = compute["abmil"]["embed_dim"]
+    built = [spec.build(dim, 4, {"hidden_dim": width, "attention_dim": 8}) for width in widths]
+    assert compute["abmil"]["head_parameters"] in {sum(p.numel() for p in m.parameters()) for m in built}
+    if len(widths) == 1:
+        assert compute["abmil"]["head_parameters"] == sum(p.numel() for p in built[0].parameters())
     transfer = (boards / "cohort-a-to-cohort-b.transfer.md").read_text()
     assert transfer.startswith("# cohort-a → cohort-b")
     assert "| hu-reference | abmil |" in transfer and "| hu-reference | mean-pool |" in transfer

@@ -577,13 +577,13 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
 def render_transfer_board(board: TransferBoard, *, benchmark: str, version: str, provenance: str = "") -> str:
     """The markdown of one ``<train>-to-<test>`` transfer board, best macro AUROC on the test task first."""
     rows = sorted(board.rows, key=lambda r: (math.isnan(r.auroc), -_finite_or(r.auroc, 0.0)))
-    shared = (f" {_count(board.shared_patients, 'patient')} of `{board.train}` that `{board.test}` also has "
-              "were left out of training." if board.shared_patients else "")
+    shared = (f" Left out of training: {_count(board.shared_patients, 'patient')} of `{board.train}` that "
+              f"`{board.test}` also has." if board.shared_patients else "")
     lines = [f"# {board.train} → {board.test}", "",
              f"Benchmark `{benchmark}`, clear-bench {version}. Transfer: every (encoder, head) is trained on "
-             f"the patients of `{board.train}` ({board.train_patients} to train on, {board.val_patients} "
-             "held "
-             f"out for early stopping and thresholds) and tested on all {board.test_patients} patients "
+             f"the patients of `{board.train}` ({board.train_patients} to train on, "
+             f"{board.val_patients} held out for early stopping and thresholds) and tested on all "
+             f"{board.test_patients} patients "
              f"({board.test_scans} scans) of `{board.test}`, with the benchmark's heads, settings and "
              f"tuning.{shared} Values: macro AUROC on `{board.test}` [95% patient-level bootstrap CI, "
              f"{board.n_boot} resamples]; in-task: the row's K-fold macro AUROC on `{board.train}`'s own "

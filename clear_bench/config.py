@@ -42,6 +42,20 @@ class ComponentRef:
 
 
 @dataclass(frozen=True)
+class TransferRef:
+    """Train every (encoder, head) on all patients of task ``train``, test on all patients of task ``test``
+    (``heads``: the aggregator ids to transfer; ``None``: every head)."""
+
+    train: str
+    test: str
+    heads: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.train}-to-{self.test}"
+
+
+@dataclass(frozen=True)
 class PretrainRef:
     """An encoder that ``run`` first trains: pretrainer name, its recipe file and its declared options."""
 
@@ -89,6 +103,7 @@ class CrossValConfig:
     fraction_heads: list[str] | None
     site_held_out: bool
     site_heads: list[str] | None
+    tuning: dict[str, Any] | None
     repeats: int
     require_patients: bool
     threads: int
@@ -119,6 +134,7 @@ class BenchmarkConfig:
     encoders: tuple[ComponentRef, ...]
     tasks: tuple[ComponentRef, ...]
     aggregators: tuple[ComponentRef, ...]
+    transfer: tuple[TransferRef, ...] = ()
 
 
 # --- schema --------------------------------------------------------------------------------------------
@@ -168,6 +184,10 @@ _SECTIONS: dict[str, dict[str, Option]] = {
                                              "embeddings"),
         "site_heads": Option((list, type(None)), None, "the heads whose rows are evaluated "
                                                        "leave-one-site-out (default: every head)"),
+        "tuning": Option((dict, type(None)), None,
+                         "equal tuning budgets: {grid: {lr: [...], weight_decay: [...], hidden_dim: [...]}, "
+                         "inner_folds: 3, heads: [...]} searched by inner CV on each fold's training "
+                         "patients for every encoder (null: the fixed settings)"),
         "repeats": Option(int, 1, "repeats of the K-fold split with distinct seeds (R x K folds)"),
         "require_patients": Option(bool, False, "refuse a task whose scans do not all name a patient, "
                                                 "instead of evaluating it scan-level"),
@@ -175,6 +195,14 @@ _SECTIONS: dict[str, dict[str, Option]] = {
         "workers": Option(int, 0, "processes training heads in parallel, one thread each (0: one per CPU "
                                   "core); results are identical to a serial run"),
     },
+}
+
+_TUNING_KEYS: dict[str, Option] = {
+    "grid": Option(dict, None, "candidate values per key: lr, weight_decay, or any option of the tuned heads",
+                   required=True),
+    "inner_folds": Option(int, 3, "inner folds drawn from each outer fold's training patients"),
+    "heads": Option((list, type(None)), None, "the heads (aggregator ids) to tune (default: every trained "
+                                              "head; the probes tune themselves)"),
 }
 
 _TOP: dict[str, Option] = {
@@ -192,6 +220,13 @@ _TOP: dict[str, Option] = {
     "encoders": Option(list, None, "encoders to compare", required=True),
     "tasks": Option(list, None, "tasks to evaluate on", required=True),
     "aggregators": Option(list, [{"name": "abmil"}], "MIL heads"),
+    "transfer": Option(list, [], "train on one task, test on another with the same labels: "
+                                 "[{train: TASK_ID, test: TASK_ID, heads: [...]}]"),
+}
+_TRANSFER_KEYS: dict[str, Option] = {
+    "train": Option(str, None, "id of the task whose patients the heads train on", required=True),
+    "test": Option(str, None, "id of the task whose patients they are tested on", required=True),
+    "heads": Option((list, type(None)), None, "the heads (aggregator ids) to transfer (default: every head)"),
 }
 
 _COMPONENT_KEYS: dict[str, Option] = {
@@ -259,10 +294,17 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
             for index, ref in refs:
                 _check_against_registry(ref, kind, index, registry, base, problems)
 
+    transfer = _check_transfer(top.get("transfer"), {ref.id for _, ref in components.get("tasks", [])},
+                               base, problems)
     windows = sections.get("preprocessing", {}).get("windows", [])
     if isinstance(windows, list):
         _check_windows(windows, problems)
     _check_fractions(sections.get("crossval", {}), problems)
+    if sections.get("crossval", {}).get("tuning") is not None:
+        sections["crossval"]["tuning"] = _check_tuning(sections["crossval"]["tuning"], base, problems)
+        if registry is not None and sections["crossval"]["tuning"] is not None:
+            heads = components.get("aggregators", _default_aggregators())
+            _check_tuned_heads(sections["crossval"]["tuning"], [ref for _, ref in heads], registry, problems)
 
     if problems.items:
         raise ConfigError(problems.items[0], lines=problems.items)
@@ -288,6 +330,7 @@ def load_benchmark(path: str | Path, registry: Registry | None = None) -> Benchm
         encoders=tuple(ref for _, ref in components["encoders"]),
         tasks=tuple(ref for _, ref in components["tasks"]),
         aggregators=tuple(ref for _, ref in components.get("aggregators", _default_aggregators())),
+        transfer=transfer,
     )
 
 
@@ -441,6 +484,95 @@ def _check_fractions(crossval: Mapping[str, Any], problems: Problems) -> None:
     draws = crossval.get("fraction_draws", 1)
     if isinstance(draws, int) and draws < 1:
         problems.add("crossval.fraction_draws", f"expected at least 1 draw, got {draws}")
+
+
+def _check_transfer(entries: Any, task_ids: set[str], base: Path,
+                    problems: Problems) -> tuple[TransferRef, ...]:
+    """``transfer``: pairs of distinct task ids of this benchmark, each pair once."""
+    refs: list[TransferRef] = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        key = f"transfer[{index}]"
+        if not isinstance(entry, dict):
+            problems.add(key, f"expected a mapping {{train: TASK_ID, test: TASK_ID}}, got {describe(entry)}")
+            continue
+        before = len(problems.items)
+        fields = check_mapping(entry, _TRANSFER_KEYS, key, problems, base=base)
+        for side in ("train", "test"):
+            if isinstance(fields.get(side), str) and fields[side] not in task_ids:
+                problems.add(f"{key}.{side}", f"no task entry has the id '{fields[side]}'"
+                                              f"{suggest(fields[side], task_ids)}")
+        if len(problems.items) > before:
+            continue
+        if fields["train"] == fields["test"]:
+            problems.add(key, f"train and test are both '{fields['train']}'; name two different tasks")
+            continue
+        heads = fields.get("heads")
+        ref = TransferRef(fields["train"], fields["test"],
+                          tuple(map(str, heads)) if heads is not None else None)
+        if any((r.train, r.test) == (ref.train, ref.test) for r in refs):
+            problems.add(key, f"the pair {ref.train} -> {ref.test} is listed twice")
+            continue
+        refs.append(ref)
+    return tuple(refs)
+
+
+def _check_tuning(section: Mapping[str, Any], base: Path, problems: Problems) -> dict[str, Any] | None:
+    """``crossval.tuning``: a grid of non-empty, duplicate-free lists (positive learning rates,
+    non-negative weight decays), at least 2 inner folds, head ids as strings."""
+    checked = check_mapping(section, _TUNING_KEYS, "crossval.tuning", problems, base=base)
+    grid = checked.get("grid")
+    if not isinstance(grid, dict):
+        return None
+    if not grid:
+        problems.add("crossval.tuning.grid", "expected at least one key with candidate values")
+    for key, values in grid.items():
+        path = f"crossval.tuning.grid.{key}"
+        if not isinstance(values, list) or not values:
+            problems.add(path, f"expected a non-empty list of candidate values, got {describe(values)}")
+            continue
+        if len({repr(v) for v in values}) < len(values):
+            problems.add(path, "a candidate value is listed twice")
+        for index, value in enumerate(values):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if key == "lr" and not (number and value > 0):
+                problems.add(f"{path}[{index}]", f"expected a learning rate > 0, got {value!r}")
+            elif key == "weight_decay" and not (number and value >= 0):
+                problems.add(f"{path}[{index}]", f"expected a weight decay >= 0, got {value!r}")
+            elif isinstance(value, dict | list):
+                problems.add(f"{path}[{index}]",
+                             f"expected a number, string or boolean, got {describe(value)}")
+    folds = checked.get("inner_folds", 3)
+    if isinstance(folds, int) and folds < 2:
+        problems.add("crossval.tuning.inner_folds", f"expected at least 2 inner folds, got {folds}")
+    for index, head in enumerate(checked.get("heads") or []):
+        if not isinstance(head, str):
+            problems.add(f"crossval.tuning.heads[{index}]", f"expected a head id (str), got {describe(head)}")
+    return checked
+
+
+def _check_tuned_heads(tuning: Mapping[str, Any], heads: Sequence[ComponentRef], registry: Registry,
+                       problems: Problems) -> None:
+    """The tuned heads are trained heads of this benchmark, and each declares every head key of the grid."""
+    from clear_bench.evaluation.tuning import TRAIN_KEYS
+
+    table = registry.of_kind("aggregators")
+    known = {ref.id: table[ref.name].spec for ref in heads if ref.name in table}
+    named = tuning.get("heads")
+    for index, head in enumerate(named or []):
+        if isinstance(head, str) and head not in known:
+            problems.add(f"crossval.tuning.heads[{index}]", f"no aggregator entry has the id '{head}'"
+                                                            f"{suggest(head, known)}")
+        elif isinstance(head, str) and known[head].fit is not None:
+            problems.add(f"crossval.tuning.heads[{index}]",
+                         f"'{head}' is a closed-form probe (it chooses its regularisation by its own "
+                         "inner CV)")
+    tuned = [(i, spec) for i, spec in known.items() if (named is None and spec.fit is None)
+             or (named is not None and i in named and spec.fit is None)]
+    for key in tuning.get("grid") or {}:
+        lacking = [i for i, spec in tuned if key not in TRAIN_KEYS and key not in spec.options]
+        if lacking:
+            problems.add(f"crossval.tuning.grid.{key}", f"not a training setting (lr, weight_decay) nor an "
+                                                        f"option of head {', '.join(lacking)}")
 
 
 def _check_windows(windows: Sequence[Any], problems: Problems) -> None:

@@ -20,6 +20,7 @@ from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.fractions import efficiency_area as curve_area
 from clear_bench.evaluation.metrics import MACRO
 from clear_bench.evaluation.splits import require_same_splits
+from clear_bench.evaluation.transfer import TransferBoard
 
 
 @dataclass
@@ -120,6 +121,9 @@ class Row:
     site_held_out: SiteHeldOut | None = None
     site_shortcut: float = math.nan
     """Macro AUROC of a linear probe predicting the scan's site from the encoder's embeddings (K-fold)."""
+    tuned: dict[str, int] = field(default_factory=dict)
+    """Settings an inner-CV search chose -> the number of folds (every repeat) that chose them (empty:
+    the row's head was not tuned)."""
 
     @property
     def name(self) -> str:
@@ -161,6 +165,9 @@ class TaskBoard:
     """Nested draws per training fraction of the label-efficiency curves (0: no curves)."""
     sites: list[str] = field(default_factory=list)
     """The acquisition sites of the leave-one-site-out evaluation (empty: not run)."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """The tuning protocol of the tuned heads: ``heads``, ``protocol`` (one line), ``grid``, ``inner_folds``
+    (empty: every head trained with the fixed settings)."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -266,6 +273,7 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
             cells += [f"{n.mean:.3f} [{n.low:.3f}, {n.high:.3f}]" if n else "–", _p(n.p_value) if n else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Compute", "", COMPUTE_NOTE, "", *compute_table(rows)]
+    lines += tuning_section(board)
     lines += efficiency_section(board)
     lines += site_section(board)
     if board.comparisons:
@@ -322,6 +330,28 @@ COMPUTE_NOTE = (
     "products and convolutions, counted by torch's FlopCounterMode); throughput: inputs per second through "
     "the model during the extraction that made the embeddings, and where; the head's trainable parameters; "
     "CV time: training and prediction of every fold of the row (the permutation null comes on top).")
+
+
+def tuned_text(row: Row) -> str:
+    """``lr=0.001, hidden_dim=64 (4 folds); ...``: what the row's folds chose, most often chosen first."""
+    chosen = sorted(row.tuned.items(), key=lambda item: (-item[1], item[0]))
+    return "; ".join(f"{settings} ({_count(n, 'fold')})" for settings, n in chosen)
+
+
+def tuning_section(board: TaskBoard) -> list[str]:
+    """The settings each tuned row's folds chose, and the tuning protocol; nothing when no head is tuned."""
+    if not board.tuning:
+        return []
+    heads = ", ".join(f"`{head}`" for head in board.tuning["heads"])
+    lines = ["", "## Tuning", "",
+             f"Rows of {heads} are tuned identically for every encoder: {board.tuning['protocol']} (every "
+             "cross-validation of the row, the permutation null's included). Other rows train with the "
+             "fixed settings of the protocol.", "",
+             "| encoder | aggregator | chosen settings (folds) |", "|---|---|---|"]
+    for row in ranked(board.rows, board.metric):
+        if row.tuned:
+            lines.append(f"| {row.encoder} | {row.aggregator} | {tuned_text(row)} |")
+    return lines
 
 
 def efficiency_section(board: TaskBoard) -> list[str]:
@@ -510,6 +540,8 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
         record |= {"null_mean": _nan_none(n.mean) if n else None, "null_low": _nan_none(n.low) if n else None,
                    "null_high": _nan_none(n.high) if n else None,
                    "permutation_p": _nan_none(n.p_value) if n else None}
+        if board.tuning:
+            record["tuned_settings"] = tuned_text(row) or None
         leaderboard.append(record)
     compute = [{"encoder": row.encoder, "aggregator": row.aggregator, **_compute_record(row)} for row in rows]
     comparisons = [{"row": c.row, "reference": c.reference, "kind": c.kind, "metric": c.metric,
@@ -540,6 +572,45 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
     if held:
         tables["site_held_out"] = held
     return tables
+
+
+def render_transfer_board(board: TransferBoard, *, benchmark: str, version: str, provenance: str = "") -> str:
+    """The markdown of one ``<train>-to-<test>`` transfer board, best macro AUROC on the test task first."""
+    rows = sorted(board.rows, key=lambda r: (math.isnan(r.auroc), -_finite_or(r.auroc, 0.0)))
+    shared = (f" Left out of training: {_count(board.shared_patients, 'patient')} of `{board.train}` that "
+              f"`{board.test}` also has." if board.shared_patients else "")
+    lines = [f"# {board.train} → {board.test}", "",
+             f"Benchmark `{benchmark}`, clear-bench {version}. Transfer: every (encoder, head) is trained on "
+             f"the patients of `{board.train}` ({board.train_patients} to train on, "
+             f"{board.val_patients} held out for early stopping and thresholds) and tested on all "
+             f"{board.test_patients} patients "
+             f"({board.test_scans} scans) of `{board.test}`, with the benchmark's heads, settings and "
+             f"tuning.{shared} Values: macro AUROC on `{board.test}` [95% patient-level bootstrap CI, "
+             f"{board.n_boot} resamples]; in-task: the row's K-fold macro AUROC on `{board.train}`'s own "
+             "board.", *([provenance] if provenance else []), "",
+             "| rank | encoder | aggregator | macro AUROC on test task [95% CI] | in-task K-fold | Δ | "
+             + " | ".join(board.label_names) + " |",
+             "|---:|---|---|---|---|---|" + "---|" * len(board.label_names)]
+    for rank, row in enumerate(rows, start=1):
+        labels = [_num(row.per_label.get(label, math.nan)) for label in board.label_names]
+        lines.append(f"| {rank} | {row.encoder} | {row.aggregator} | {row.auroc:.3f} [{row.ci_low:.3f}, "
+                     f"{row.ci_high:.3f}] | {_num(row.in_task)} | {_num(row.auroc - row.in_task)} | "
+                     + " | ".join(labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def transfer_table(board: TransferBoard) -> list[dict[str, Any]]:
+    """The transfer board's rows as records (CSV and JSON), best first."""
+    rows = sorted(board.rows, key=lambda r: (math.isnan(r.auroc), -_finite_or(r.auroc, 0.0)))
+    return [{"rank": rank, "train_task": board.train, "test_task": board.test, "encoder": row.encoder,
+             "aggregator": row.aggregator, "auroc": _nan_none(row.auroc),
+             "auroc_ci_low": _nan_none(row.ci_low),
+             "auroc_ci_high": _nan_none(row.ci_high), "in_task_auroc": _nan_none(row.in_task),
+             **{f"auroc:{label}": _nan_none(row.per_label.get(label, math.nan))
+                for label in board.label_names},
+             "train_patients": board.train_patients, "val_patients": board.val_patients,
+             "test_patients": board.test_patients, "shared_patients_left_out": board.shared_patients}
+            for rank, row in enumerate(rows, start=1)]
 
 
 def _null_rows(board: TaskBoard) -> str:

@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="aggregator option, applied to every aggregator that declares it")
     parser.add_argument("--device", default="cpu", help="device the heads train on (default: cpu)")
-    add_flags(parser.add_argument_group("protocol (the crossval section of a benchmark YAML)"), _PROTOCOL)
+    add_flags(parser.add_argument_group("protocol (the crossval section of a benchmark YAML)"), _PROTOCOL,
+              exclude=("tuning",))  # a nested grid: set it in a benchmark YAML
     return parser
 
 

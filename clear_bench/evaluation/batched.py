@@ -49,12 +49,15 @@ stack whose activations leave the caches is slower per member than a small one
 
 @dataclass(frozen=True)
 class Member:
-    """One head to train: its rows of the padded bags, its targets (one row per bag) and its seed."""
+    """One head to train: its rows of the padded bags, its targets (one row per bag) and its seed;
+    ``lr`` and ``weight_decay`` override the config's for this member (a tuning candidate)."""
 
     train_rows: torch.Tensor
     val_rows: torch.Tensor
     targets: torch.Tensor
     seed: int
+    lr: float | None = None
+    weight_decay: float | None = None
 
 
 def members_per_stack(bags: PaddedBags, config: TrainConfig, hidden: int = 512,
@@ -108,7 +111,9 @@ def _train_stack(build: Callable[[], nn.Module], members: list[Member], bags: Pa
     targets = torch.stack([m.targets for m in members]).to(device)
     weights = torch.stack([class_weights(label_type, m.targets[m.train_rows], n_outputs)
                            for m in members]).to(device)
-    optimizer = MemberAdamW(list(stacked.parameters()), len(members), config.lr, config.weight_decay)
+    optimizer = MemberAdamW(
+        list(stacked.parameters()), len(members), [config.lr if m.lr is None else m.lr for m in members],
+        [config.weight_decay if m.weight_decay is None else m.weight_decay for m in members])
 
     alive = list(range(len(members)))  # positions in ``members`` of the stack's current members
     best_loss = [math.inf] * len(members)

@@ -38,6 +38,7 @@ from clear_bench.evaluation.batched import Member, train_members
 from clear_bench.evaluation.probes import pooled_features
 from clear_bench.evaluation.splits import Splits
 from clear_bench.evaluation.training import TrainConfig, TrainedFold, fold_seed, predict, train_fold
+from clear_bench.evaluation.tuning import OuterFold, Tuning, tune_folds
 from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class FoldResult:
     best_epoch: int
     init_digest: str
     seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The settings an inner-CV search chose for this fold (:mod:`tuning`; empty: untuned)."""
 
 
 @dataclass
@@ -98,14 +101,17 @@ def labels_digest(labels: Mapping[str, np.ndarray], ids: Sequence[str]) -> str:
 
 def fold_key(bagset_fingerprint: str, splits: Splits, fold: int, labels: Mapping[str, np.ndarray],
              label_type: str, aggregator: str, options: Mapping[str, Any], config: TrainConfig,
-             code_version: str = "") -> str:
-    """The content address of one fold's result."""
-    return stable_hash({
+             code_version: str = "", tuning: Tuning | None = None) -> str:
+    """The content address of one fold's result (a tuned fold's also holds the tuning grid)."""
+    content = {
         "bags": bagset_fingerprint, "splits": splits.fingerprint, "fold": int(fold),
         "labels": labels_digest(labels, splits.scan_ids), "label_type": label_type,
         "aggregator": aggregator, "options": dict(options), "train": config.key(),
         "code": [EVAL_CODE_VERSION, code_version],
-    }, length=24)
+    }
+    if tuning is not None:
+        content["tuning"] = tuning.key()
+    return stable_hash(content, length=24)
 
 
 _SOURCE_DIGESTS: dict[type, str] = {}
@@ -147,7 +153,8 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
                  label_names: Sequence[str], splits: Splits, aggregator: AggregatorSpec,
                  options: Mapping[str, Any] | None, config: TrainConfig, *, bagset_fingerprint: str,
                  results_dir: str | Path | None = None, code_version: str = "",
-                 folds: Sequence[int] | None = None, control: str = "") -> CrossValResult:
+                 folds: Sequence[int] | None = None, control: str = "",
+                 tuning: Tuning | None = None) -> CrossValResult:
     """Train and evaluate ``aggregator`` on every fold of ``splits`` (or the given ``folds``).
 
     ``bags`` must hold every scan of ``splits``; ``labels`` maps scan id -> label vector (TaskData
@@ -155,21 +162,25 @@ def run_crossval(bags: PaddedBags, labels: Mapping[str, np.ndarray], label_type:
     """
     return run_crossvals(bags, [CrossValRun(labels, splits, control)], label_type, label_names, aggregator,
                          options, config, bagset_fingerprint=bagset_fingerprint, results_dir=results_dir,
-                         code_version=code_version, folds=folds)[0]
+                         code_version=code_version, folds=folds, tuning=tuning)[0]
 
 
 def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str,
                   label_names: Sequence[str], aggregator: AggregatorSpec, options: Mapping[str, Any] | None,
                   config: TrainConfig, *, bagset_fingerprint: str, results_dir: str | Path | None = None,
-                  code_version: str = "", folds: Sequence[int] | None = None) -> list[CrossValResult]:
+                  code_version: str = "", folds: Sequence[int] | None = None,
+                  tuning: Tuning | None = None) -> list[CrossValResult]:
     """Cross-validate ``aggregator`` on the same bags for every run (repeats, label permutations), training
     every missing fold of every run together (:mod:`~clear_bench.evaluation.batched`) when the head
-    can be stacked (``aggregator.ensemble``), one fold at a time otherwise. One result per run, in order."""
+    can be stacked (``aggregator.ensemble``), one fold at a time otherwise. One result per run, in order.
+    With ``tuning``, each fold's settings are first chosen by inner CV on its training patients."""
     resolved = resolve_options(aggregator.options, options)
+    if tuning is not None:
+        tuning.check_head(aggregator)
     device = torch.device(config.device)
     bags = _on_device(bags, device)
     results, pending = _stored_folds(runs, label_type, label_names, aggregator, resolved, config, bags.dim,
-                                     bagset_fingerprint, results_dir, code_version, folds)
+                                     bagset_fingerprint, results_dir, code_version, folds, tuning=tuning)
     if pending and aggregator.fit is not None:
         n_outputs = _outputs(runs, label_type, label_names)
         # Pooled once for every fold, run and permutation: only the rows and labels differ between them.
@@ -185,10 +196,19 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
     elif pending:
         n_outputs = _outputs(runs, label_type, label_names)
         targets = {id(run): _targets(bags.ids, run.labels, label_type, n_outputs).to(device) for run in runs}
-        trained = _train([(*slot, targets[id(run)]) for run, *slot in pending], bags, label_type, n_outputs,
-                         aggregator, resolved, config)
-        for (_, result, slot, splits, index, key, path), model in zip(pending, trained, strict=True):
+        if tuning is not None:
+            tuned = tune_folds([OuterFold(splits, index, targets[id(run)])
+                                for run, _, _, splits, index, _, _ in pending], bags, label_type, n_outputs,
+                               aggregator, resolved, config, tuning)
+            trained, settings = [t.trained for t in tuned], [t.settings for t in tuned]
+        else:
+            trained = _train([(*slot, targets[id(run)]) for run, *slot in pending], bags, label_type,
+                             n_outputs, aggregator, resolved, config)
+            settings = [{} for _ in pending]
+        for (_, result, slot, splits, index, key, path), model, chosen in zip(pending, trained, settings,
+                                                                             strict=True):
             fold_result = _predict_fold(bags, label_type, splits, index, key, model, config)
+            fold_result.settings = chosen
             if path is not None:
                 save_fold(fold_result, path)
             result.folds[slot] = fold_result
@@ -199,12 +219,13 @@ def run_crossvals(bags: PaddedBags, runs: Sequence[CrossValRun], label_type: str
 def stored_crossvals(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence[str],
                      aggregator: AggregatorSpec, options: Mapping[str, Any] | None, config: TrainConfig, *,
                      dim: int, bagset_fingerprint: str, results_dir: str | Path,
-                     code_version: str = "") -> list[CrossValResult] | None:
+                     code_version: str = "", tuning: Tuning | None = None) -> list[CrossValResult] | None:
     """What :func:`run_crossvals` would return when every fold of every run is already stored in
     ``results_dir`` (without reading the bags: ``dim`` is their width); ``None`` when one is missing."""
     resolved = resolve_options(aggregator.options, options)
     results, pending = _stored_folds(runs, label_type, label_names, aggregator, resolved, config, dim,
-                                     bagset_fingerprint, results_dir, code_version, None, load=False)
+                                     bagset_fingerprint, results_dir, code_version, None, load=False,
+                                     tuning=tuning)
     if pending:
         return None
     for result in results:
@@ -219,7 +240,8 @@ def _outputs(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence
 def _stored_folds(runs: Sequence[CrossValRun], label_type: str, label_names: Sequence[str],
                   aggregator: AggregatorSpec, resolved: dict[str, Any], config: TrainConfig, dim: int,
                   bagset_fingerprint: str, results_dir: str | Path | None, code_version: str,
-                  folds: Sequence[int] | None, *, load: bool = True) -> tuple[list[CrossValResult], list]:
+                  folds: Sequence[int] | None, *, load: bool = True,
+                  tuning: Tuning | None = None) -> tuple[list[CrossValResult], list]:
     """One result per run with its stored folds in place (``load=False``: their paths) and ``None`` in
     the slots still to train, and the list of those slots ``(run, result, slot, splits, fold, key, path)``."""
     n_outputs = _outputs(runs, label_type, label_names)
@@ -237,7 +259,7 @@ def _stored_folds(runs: Sequence[CrossValRun], label_type: str, label_names: Seq
                                 control=run.control)
         for index in range(len(run.splits.folds)) if folds is None else folds:
             key = fold_key(bagset_fingerprint, run.splits, index, run.labels, label_type, aggregator.name,
-                           resolved, config, code)
+                           resolved, config, code, tuning=tuning)
             path = Path(results_dir) / f"{key}.npz" if results_dir is not None else None
             if path is not None and path.exists():
                 result.folds.append(load_fold(path) if load else path)
@@ -327,7 +349,7 @@ def save_fold(result: FoldResult, path: str | Path) -> None:
     offsets = np.cumsum([0] + [len(a) for a in result.attention]).astype(np.int64)
     meta = {"fold": result.fold, "key": result.key, "test_ids": result.test_ids, "val_ids": result.val_ids,
             "curve": result.curve, "best_epoch": result.best_epoch, "init_digest": result.init_digest,
-            "seconds": result.seconds}
+            "seconds": result.seconds, **({"settings": result.settings} if result.settings else {})}
     atomic_write(path, lambda handle: np.savez_compressed(
         handle, meta=np.array(json.dumps(meta)), test_probs=result.test_probs, val_probs=result.val_probs,
         offsets=offsets, attention=_flat(result.attention, np.float32),
@@ -349,6 +371,7 @@ def load_fold(path: str | Path) -> FoldResult:
             list(meta["val_ids"]), data["val_probs"].copy(), split(data["attention"]),
             split(data["slice_index"]), split(data["window_id"]), list(meta["curve"]),
             int(meta["best_epoch"]), str(meta["init_digest"]), float(meta["seconds"]),
+            dict(meta.get("settings", {})),
         )
 
 

@@ -170,12 +170,15 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
 
 class MemberAdamW:
     """AdamW over stacked parameters where each member steps only when it is active, with its own step
-    count (bias correction); the update is torch's AdamW (decoupled weight decay, no amsgrad)."""
+    count (bias correction); the update is torch's AdamW (decoupled weight decay, no amsgrad). ``lr`` and
+    ``weight_decay`` may differ between members (one value per member: a tuning grid's candidates)."""
 
-    def __init__(self, params: Sequence[nn.Parameter], members: int, lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, params: Sequence[nn.Parameter], members: int, lr: float | Sequence[float],
+                 weight_decay: float | Sequence[float], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         self.params = list(params)
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.lr, self.weight_decay = _per_member(lr, members), _per_member(weight_decay, members)
+        self.betas, self.eps = betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = torch.zeros(members, dtype=torch.float64)
@@ -193,11 +196,13 @@ class MemberAdamW:
         steps = self.steps.clamp(min=1)
         step_size = (self.lr / (1 - beta1**steps)).float()
         root_correction = (1 - beta2**steps).sqrt().float()
+        decay = 1 - self.lr * self.weight_decay
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             grad = p.grad if p.grad is not None else torch.zeros_like(p)
             shape = (p.shape[0],) + (1,) * (p.dim() - 1)
+            factor = decay if isinstance(decay, float) else decay.float().to(p.device).view(shape)
             if everyone:
-                p.mul_(1 - self.lr * self.weight_decay)
+                p.mul_(factor)
                 m.lerp_(grad, 1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = (v.sqrt() / root_correction.to(p.device).view(shape)).add_(self.eps)
@@ -207,7 +212,7 @@ class MemberAdamW:
             new_m = torch.lerp(m, grad, 1 - beta1)
             new_v = v * beta2 + (1 - beta2) * grad * grad
             denom = new_v.sqrt() / root_correction.to(p.device).view(shape) + self.eps
-            new_p = p * (1 - self.lr * self.weight_decay) - step_size.to(p.device).view(shape) * new_m / denom
+            new_p = p * factor - step_size.to(p.device).view(shape) * new_m / denom
             p.copy_(torch.where(on, new_p, p))
             m.copy_(torch.where(on, new_m, m))
             v.copy_(torch.where(on, new_v, v))
@@ -218,4 +223,18 @@ class MemberAdamW:
         self.exp_avg = [m[index.to(m.device)].clone() for m in self.exp_avg]
         self.exp_avg_sq = [v[index.to(v.device)].clone() for v in self.exp_avg_sq]
         self.steps = self.steps[index]
+        self.lr = self.lr if isinstance(self.lr, float) else self.lr[index]
+        self.weight_decay = self.weight_decay if isinstance(self.weight_decay, float) \
+            else self.weight_decay[index]
         self.params = list(params)
+
+
+def _per_member(value: float | Sequence[float], members: int) -> float | torch.Tensor:
+    """A float when every member has the same value (the update is then exactly torch's), else one
+    float64 value per member."""
+    if isinstance(value, int | float):
+        return float(value)
+    values = [float(v) for v in value]
+    if len(values) != members:
+        raise ValueError(f"expected {members} per-member values, got {len(values)}")
+    return values[0] if len(set(values)) == 1 else torch.tensor(values, dtype=torch.float64)

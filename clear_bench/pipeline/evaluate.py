@@ -35,6 +35,7 @@ from clear_bench.evaluation.parallel import run_in_workers, worker_count
 from clear_bench.evaluation.settings import TrainConfig
 from clear_bench.evaluation.sites import patient_sites, site_labels, site_splits
 from clear_bench.evaluation.splits import Splits, ensure_splits
+from clear_bench.evaluation.tuning import Tuning, settings_text
 from clear_bench.leaderboard import EfficiencyPoint, Row, SiteHeldOut, TaskBoard
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.plan import PlannedHead
@@ -115,6 +116,8 @@ class EvaluationProtocol:
     site_held_out: bool = False
     """Also evaluate leave-one-site-out where the task knows sites, and probe the site from the embeddings."""
     site_heads: tuple[str, ...] | None = None
+    tuning: Tuning | None = None
+    """An inner-CV search of each fold's head settings (``None``: the fixed settings)."""
 
     @classmethod
     def from_crossval(cls, section: CrossValConfig, device: str = "cpu") -> EvaluationProtocol:
@@ -127,7 +130,8 @@ class EvaluationProtocol:
                    named(section.permutation_heads), section.repeats, section.require_patients,
                    section.threads, section.workers, train_fractions=tuple(section.train_fractions),
                    fraction_draws=section.fraction_draws, fraction_heads=named(section.fraction_heads),
-                   site_held_out=section.site_held_out, site_heads=named(section.site_heads))
+                   site_held_out=section.site_held_out, site_heads=named(section.site_heads),
+                   tuning=Tuning.from_config(section.tuning) if section.tuning else None)
 
     @property
     def curve_fractions(self) -> list[float]:
@@ -208,6 +212,11 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                                splits[0], "site-shortcut")
         rows_of.append(PlannedHead(ComponentRef("linear-probe", SITE_PROBE, {}), _linear_probe_spec()))
         row_runs[SITE_PROBE] = [shortcut]
+    tuned_heads = _tuned_heads(protocol.tuning, heads)
+
+    def tuning_of(head: PlannedHead) -> Tuning | None:
+        return protocol.tuning if head.ref.id in tuned_heads else None
+
     peeked = [source.peek(ids) for source in encoders]
 
     def targets(head: PlannedHead) -> tuple[str, list[str]]:
@@ -217,7 +226,7 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
         bagset, dim = peeked[source_index]
         return stored_crossvals(row_runs[head.ref.id], *targets(head), head.spec, head.ref.options,
                                 protocol.train, dim=dim, bagset_fingerprint=bagset,
-                                results_dir=task_dir / "folds")
+                                results_dir=task_dir / "folds", tuning=tuning_of(head))
 
     computed: dict[tuple[int, str], list[CrossValResult]] = {}
     for index in range(len(encoders)):
@@ -236,7 +245,8 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                     if (position[id(source)], head.ref.id) not in computed]
             rows = [partial(run_crossvals, padded[encoders[index].label], row_runs[head.ref.id],
                             *targets(head), head.spec, head.ref.options,
-                            protocol.train, bagset_fingerprint=bagset, results_dir=task_dir / "folds")
+                            protocol.train, bagset_fingerprint=bagset, results_dir=task_dir / "folds",
+                            tuning=tuning_of(head))
                     for index, head, bagset in todo]
             # The rows are independent: forked workers fill the fold cache (largest first: bag size x
             # cross-validations), then each row runs here, reading its folds back (or training them
@@ -260,6 +270,8 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                 rest, site_results = rest[:-1], rest[-1:]
             subset_results = rest[len(null_results):]
             row = Row(source.label, head.ref.id, summary, source.weights, null)
+            if head.ref.id in tuned_heads:
+                row.tuned = chosen_settings(results)
             if subset_results:
                 row.efficiency = _efficiency_curve(subset_results, [run.splits for run in subsets], splits[0],
                                                    summary, fractions, draws, stats, protocol, inputs.metric,
@@ -283,12 +295,38 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                       extra_metrics=extra, level=level, repeats=protocol.repeats,
                       permutations=protocol.permutations, pairs=matrix,
                       null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads),
-                      fraction_draws=draws if curve_heads else 0, sites=sites if held_out else [])
+                      fraction_draws=draws if curve_heads else 0, sites=sites if held_out else [],
+                      tuning=_tuning_note(protocol.tuning, tuned_heads))
     return TaskResult(board, cells, task_dir)
 
 
 SITE_PROBE = "site-from-embeddings"
 """The id of the per-encoder row that predicts the site (stored like a head's row, never on the board)."""
+
+
+def chosen_settings(results: Sequence[CrossValResult]) -> dict[str, int]:
+    """How many folds (of every repeat) chose each setting of the grid, most often chosen first."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for fold in result.folds:
+            text = settings_text(fold.settings)
+            counts[text] = counts.get(text, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _tuned_heads(tuning: Tuning | None, heads: Sequence[PlannedHead]) -> set[str]:
+    """The heads the tuning applies to: those it names, else every trained (not closed-form) head."""
+    if tuning is None:
+        return set()
+    if tuning.heads is None:
+        return {head.ref.id for head in heads if head.spec.fit is None}
+    return _named_heads(tuning.heads, heads, "crossval.tuning.heads")
+
+
+def _tuning_note(tuning: Tuning | None, tuned: set[str]) -> dict[str, object]:
+    if tuning is None or not tuned:
+        return {}
+    return {"heads": sorted(tuned), "protocol": tuning.describe(), **tuning.key()}
 
 
 def _linear_probe_spec() -> AggregatorSpec:

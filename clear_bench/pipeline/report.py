@@ -44,6 +44,8 @@ from clear_bench.evaluation.bootstrap import Summary
 from clear_bench.evaluation.compare import PairedComparison
 from clear_bench.evaluation.crossval import CrossValResult, load_fold
 from clear_bench.evaluation.reliability import reliability_figure
+from clear_bench.evaluation.transfer import TransferBoard
+from clear_bench.evaluation.tuning import head_options
 from clear_bench.leaderboard import (
     EfficiencyPoint,
     EncoderCompute,
@@ -57,11 +59,14 @@ from clear_bench.leaderboard import (
     ranked,
     render_overall_board,
     render_task_board,
+    render_transfer_board,
     task_tables,
+    transfer_table,
 )
 from clear_bench.naming import safe_filename
 from clear_bench.pipeline.evaluate import TaskResult
 from clear_bench.pipeline.statistics import json_finite as _finite
+from clear_bench.pipeline.transfer import transfer_folder
 from clear_bench.plots import AttentionTrace, ForestRow, RowFolds, attention_figure, forest_figure, roc_figure
 from clear_bench.plots.cache import PlotCache
 from clear_bench.plots.efficiency import efficiency_figure
@@ -158,8 +163,10 @@ def fill_costs(result: TaskResult, encoders: Mapping[str, EncoderCompute],
         spec = heads.get(cell.result.aggregator)
         dim = row.compute.embed_dim if row.compute else None
         if spec is not None and dim:
-            row.head_parameters = head_parameters(spec, dim, len(cell.result.label_names),
-                                                  cell.result.options)
+            chosen = [head_options(fold.settings) for fold in cell.result.folds if fold.settings]
+            # a tuned row: the head its folds chose most often
+            options = {**cell.result.options, **(max(chosen, key=chosen.count) if chosen else {})}
+            row.head_parameters = head_parameters(spec, dim, len(cell.result.label_names), options)
 
 
 def head_parameters(spec: AggregatorSpec, dim: int, n_outputs: int, options: Mapping[str, Any]) -> int | None:
@@ -182,13 +189,14 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
                  manifest: dict[str, Any] | None = None,
                  attention: Mapping[str, AttentionScans] | None = None,
                  encoders: Mapping[str, EncoderCompute] | None = None,
-                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = ()
-                 ) -> list[Path]:
+                 heads: Mapping[str, AggregatorSpec] | None = None, references: Sequence[str] = (),
+                 transfers: Sequence[TransferBoard] = ()) -> list[Path]:
     """Write every task's results and ``run.json``, then the boards and plots from those stored results
     alone (as ``clear-bench leaderboard`` does); returns the boards written.
 
     ``attention``: the scans of each task's attention plot (default: :func:`choose_attention_scans`, no
-    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`."""
+    lesion marks); ``encoders``, ``heads``, ``references``: see :func:`fill_costs`; ``transfers``: the
+    train-on-A, test-on-B boards, stored under ``transfer/<A>-to-<B>/board.json``."""
     for result in results:
         fill_costs(result, encoders or {}, heads or {}, references)
         shown = (attention or {}).get(result.board.task)
@@ -196,6 +204,11 @@ def write_report(results: Sequence[TaskResult], *, benchmark: str, run_dir: Path
             labels = result.cells[0].result.labels
             shown = AttentionScans(choose_attention_scans(labels, result.board.label_type))
         write_task_results(result, shown)
+    for board in transfers:
+        atomic_write_text(transfer_folder(run_dir, board.name) / "board.json",
+                          json.dumps(_finite(board.to_dict()), indent=1, sort_keys=True))
+    if transfers:
+        manifest = {**(manifest or {}), "transfers_evaluated": [board.name for board in transfers]}
     folders = sorted({run_dir / "leaderboards", *leaderboard_dirs})
     write_manifest(run_dir, benchmark=benchmark, results=results, left_out=left_out, manifest=manifest,
                    origin=provenance(folders))
@@ -231,7 +244,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
                       "head_parameters": row.head_parameters, "cv_seconds": row.cv_seconds,
                       "efficiency": [asdict(point) for point in row.efficiency],
                       "site_held_out": asdict(row.site_held_out) if row.site_held_out else None,
-                      "site_shortcut": row.site_shortcut,
+                      "site_shortcut": row.site_shortcut, **({"tuned": row.tuned} if row.tuned else {}),
                       "folds": [[fold.key for fold in run.folds] for run in cell.results],
                       "summary": f"{stem}.json", "predictions": f"{stem}.predictions.csv"})
     board = result.board
@@ -240,6 +253,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
         "n_scans": board.n_scans, "n_folds": board.n_folds, "metric": board.metric, "level": board.level,
         "repeats": board.repeats, "permutations": board.permutations, "null_heads": board.null_heads,
         "fraction_draws": board.fraction_draws, "sites": board.sites,
+        **({"tuning": board.tuning} if board.tuning else {}),
         "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
     }), indent=1, sort_keys=True))
@@ -297,6 +311,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
             *(math.nan if held[k] is None else held[k] for k in ("mean", "ci_low", "ci_high")),
             {site: math.nan if v is None else v for site, v in held["per_site"].items()}) if held else None
         row.site_shortcut = math.nan if cell.get("site_shortcut") is None else float(cell["site_shortcut"])
+        row.tuned = {str(k): int(v) for k, v in (cell.get("tuned") or {}).items()}
         rows.append(row)
         keys = cell.get("folds") or [[]]
         missing = [key for key in keys[0] if not (folds_dir / f"{key}.npz").is_file()]
@@ -313,7 +328,7 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                       null_heads=list(index["null_heads"]),
                       pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
                       left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)),
-                      sites=list(index.get("sites", [])))
+                      sites=list(index.get("sites", [])), tuning=dict(index.get("tuning") or {}))
     shown = read("attention.json")
     return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
 
@@ -348,6 +363,9 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
     files: dict[str, bytes] = {}
     for task in tasks:
         files.update(task_files(task, benchmark=benchmark, version=version, provenance=line, plots=plots))
+    for name in manifest.get("transfers_evaluated", []):
+        files.update(transfer_files(load_transfer(run_dir, name), benchmark=benchmark, version=version,
+                                    provenance=line))
     boards = [task.board for task in tasks]
     if boards:
         files.update(overall_files(boards, benchmark=benchmark, version=version, provenance=line,
@@ -361,6 +379,28 @@ def render_boards(run_dir: Path, folders: Sequence[Path]) -> list[Path]:
             if name.endswith(".md"):
                 written.append(path)
     return sorted(written)
+
+
+def load_transfer(run_dir: Path, name: str) -> TransferBoard:
+    """A transfer board stored by :func:`write_report`."""
+    path = transfer_folder(run_dir, name) / "board.json"
+    try:
+        return TransferBoard.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (the run has not finished); rerun the benchmark") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a transfer board ({error})") from None
+
+
+def transfer_files(board: TransferBoard, *, benchmark: str, version: str,
+                   provenance: str) -> dict[str, bytes]:
+    """``<A>-to-<B>.transfer.md`` with its table as CSV and JSON."""
+    stem = f"{safe_filename(board.name)}.transfer"
+    records = transfer_table(board)
+    return {f"{stem}.md": render_transfer_board(board, benchmark=benchmark, version=version,
+                                                provenance=provenance).encode(),
+            f"{stem}.csv": records_csv(records).encode(),
+            f"{stem}.json": (json.dumps(_finite({"transfer": records}), indent=1) + "\n").encode()}
 
 
 TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",

@@ -20,7 +20,9 @@ from typing import Any
 
 from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache
-from clear_bench.config import BenchmarkConfig
+from clear_bench.config import BenchmarkConfig, TransferRef
+from clear_bench.errors import UserError
+from clear_bench.evaluation.transfer import TransferBoard
 from clear_bench.extraction import resolve_device
 from clear_bench.pipeline.evaluate import (
     EvaluationProtocol,
@@ -32,6 +34,7 @@ from clear_bench.pipeline.evaluate import (
 from clear_bench.pipeline.extract import CachedBags, Extraction, extract_embeddings
 from clear_bench.pipeline.plan import PlannedTask, RunPlan, plan_run
 from clear_bench.pipeline.report import AttentionScans, choose_attention_scans, write_report
+from clear_bench.pipeline.transfer import evaluate_transfer, transfer_folder
 from clear_bench.registry import Registry
 from clear_bench.specs import SiteSource, TaskData
 
@@ -83,11 +86,17 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
         if result is not None:
             attention[task.ref.id] = attention_scans(task, inputs)
             results.append(result)
+    transfers = []
+    for pair in config.transfer:
+        transfers.append(_transfer(pair, plan, extraction, cache, protocol, registry, results,
+                                   config.output_dir))
+        timings[f"transfer:{pair.name}"], tick = time.perf_counter() - tick, time.perf_counter()
     left_out = [f"`{item.encoder_id}`: {item.reason}" for item in extraction.left_out]
     manifest = _manifest(config, plan, extraction, protocol, results, embedding_sets, timings)
     boards = write_report(results, benchmark=config.name, run_dir=config.output_dir,
                           leaderboard_dirs=[config.leaderboard_dir], left_out=left_out, manifest=manifest,
-                          attention=attention, encoders=compute, heads=heads, references=references)
+                          attention=attention, encoders=compute, heads=heads, references=references,
+                          transfers=transfers)
     timings["report"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     _record_timings(config.output_dir / "run.json", timings)
@@ -95,6 +104,28 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
         log.info("leaderboard: %s", path)
     return RunResult(config.output_dir, boards, results, [str(item) for item in extraction.left_out],
                      extraction.failures)
+
+
+def _transfer(pair: TransferRef, plan: RunPlan, extraction: Extraction, cache: EmbeddingCache,
+              protocol: EvaluationProtocol, registry: Registry, results: Sequence[TaskResult],
+              run_dir: Path) -> TransferBoard:
+    """Evaluate one ``transfer:`` pair with every encoder and the pair's heads."""
+    tasks = {task.ref.id: task for task in plan.tasks}
+    train, test = tasks[pair.train], tasks[pair.test]
+    heads = list(plan.heads)
+    if pair.heads is not None:
+        unknown = sorted(set(pair.heads) - {head.ref.id for head in heads})
+        if unknown:
+            raise UserError(f"transfer {pair.name}: {', '.join(unknown)} is not a head of this benchmark "
+                            f"(heads: {', '.join(head.ref.id for head in heads)})")
+        heads = [head for head in heads if head.ref.id in pair.heads]
+    in_task = {cell.row.name: cell.row.summary.get(result.board.metric).mean
+               for result in results if result.board.task == pair.train for cell in result.cells}
+    return evaluate_transfer(
+        task_inputs(train, extraction), task_inputs(test, extraction),
+        [CachedBags(cache, r, train.data.source) for r in extraction.records],
+        [CachedBags(cache, r, test.data.source) for r in extraction.records], heads, protocol,
+        registry.metrics_for(train.spec.label_type), transfer_folder(run_dir, pair.name), in_task)
 
 
 def _record_timings(path: Path, timings: Mapping[str, float]) -> None:

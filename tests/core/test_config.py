@@ -273,3 +273,68 @@ def test_training_fractions_are_checked(bench) -> None:
     assert "crossval.train_fractions[4]: expected a fraction in (0, 1], got True" in lines
     assert "crossval.train_fractions: a fraction is listed twice" in lines
     assert "crossval.fraction_draws: expected at least 1 draw, got 0" in lines
+
+
+def test_tuning_grid_and_transfer_pairs_are_checked(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders: [toy-encoder]
+        tasks: [toy-task, {name: toy-task, id: other}]
+        crossval:
+          tuning: {grid: {lr: [0.001, 0, 0.001], weight_decay: [-1], hidden_dim: []}, inner_folds: 1,
+                   heads: [7], seed: 3}
+        transfer:
+          - {train: toy-task, test: othr}
+          - {train: other, test: other}
+          - {train: toy-task, test: other}
+          - {train: toy-task, test: other}
+          - toy-task
+    """)
+    lines = [line.split(": ", 1)[1] for line in problems_of(path)]
+    assert "crossval.tuning.grid.lr[1]: expected a learning rate > 0, got 0" in lines
+    assert "crossval.tuning.grid.lr: a candidate value is listed twice" in lines
+    assert "crossval.tuning.grid.weight_decay[0]: expected a weight decay >= 0, got -1" in lines
+    assert any(line.startswith("crossval.tuning.grid.hidden_dim: expected a non-empty list")
+               for line in lines)
+    assert "crossval.tuning.inner_folds: expected at least 2 inner folds, got 1" in lines
+    assert "crossval.tuning.heads[0]: expected a head id (str), got int 7" in lines
+    assert any(line.startswith("crossval.tuning.seed: unknown key") for line in lines)
+    assert "transfer[0].test: no task entry has the id 'othr' (did you mean 'other'?)" in lines
+    assert "transfer[1]: train and test are both 'other'; name two different tasks" in lines
+    assert "transfer[3]: the pair toy-task -> other is listed twice" in lines
+    assert any(line.startswith("transfer[4]: expected a mapping") for line in lines)
+
+
+def test_a_valid_tuning_grid_and_transfer_pair_load(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders: [toy-encoder]
+        tasks: [toy-task, {name: toy-task, id: other}]
+        crossval:
+          tuning: {grid: {lr: [0.001, 0.0001], hidden_dim: [64, 128]}, heads: [abmil]}
+        transfer: [{train: toy-task, test: other}]
+    """)
+    config = load_benchmark(path, load_registry([path.parent / "toy_plugin.py"]))
+    assert config.crossval.tuning == {"grid": {"lr": [0.001, 0.0001], "hidden_dim": [64, 128]},
+                                      "inner_folds": 3, "heads": ["abmil"]}
+    assert [(t.train, t.test, t.heads, t.name) for t in config.transfer] == \
+        [("toy-task", "other", None, "toy-task-to-other")]
+    assert load_benchmark(BENCHMARKS / "all.yaml").crossval.tuning is None
+
+
+def test_tuned_heads_must_be_trained_heads_declaring_the_grid_keys(bench) -> None:
+    path = bench("""
+        plugins: [toy_plugin.py]
+        encoders: [toy-encoder]
+        tasks: [toy-task]
+        aggregators: [abmil, linear-probe]
+        crossval:
+          tuning: {grid: {lr: [0.001], hidden_dims: [8]}, heads: [abmil, linear-probe, abmill]}
+    """)
+    lines = [line.split(": ", 1)[1] for line in problems_of(path)]
+    assert "crossval.tuning.heads[1]: 'linear-probe' is a closed-form probe (it chooses its regularisation " \
+           "by its own inner CV)" in lines
+    assert "crossval.tuning.heads[2]: no aggregator entry has the id 'abmill' (did you mean 'abmil'?)" \
+        in lines
+    assert "crossval.tuning.grid.hidden_dims: not a training setting (lr, weight_decay) nor an option of " \
+           "head abmil" in lines

@@ -236,7 +236,8 @@ def _train_grouped(members: Sequence[tuple[Mapping[str, Any], Member]], bags: Pa
 
         group = [members[p][1] for p in positions]
         if aggregator.ensemble:
-            results = train_members(build, group, bags, label_type, n_outputs, config)
+            results = train_members(build, group, bags, label_type, n_outputs, config,
+                                    input_layer=aggregator.input_layer)
         else:
             results = [train_fold(build, bags, m.targets, label_type, n_outputs, m.train_rows, m.val_rows,
                                   dataclasses.replace(config, lr=m.lr, weight_decay=m.weight_decay), m.seed)

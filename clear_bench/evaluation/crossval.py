@@ -43,7 +43,7 @@ from clear_bench.specs import AggregatorSpec, resolve_options, stable_hash
 
 log = logging.getLogger(__name__)
 
-EVAL_CODE_VERSION = "3"
+EVAL_CODE_VERSION = "4"
 """Bumped whenever a change to training or prediction would change fold results."""
 
 

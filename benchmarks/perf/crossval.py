@@ -21,11 +21,15 @@ board's epochs and patience, early stopping on):
 
     uv run python benchmarks/perf/crossval.py                      # everything, about 10 min on 2 cores
     uv run python benchmarks/perf/crossval.py --arms ceiling --patients 200 --dim 384   # quicker
+
+``--json PATH`` also writes every figure as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 import warnings
@@ -37,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clear_bench.aggregators.abmil import ABMIL
+from clear_bench.atomic import atomic_write_text
 from clear_bench.builtin import clear_bench_aggregators
 from clear_bench.evaluation.bags import Bag, PaddedBags, pad_bags
 from clear_bench.evaluation.batched import Member, train_members
@@ -178,7 +183,7 @@ def public_pattern(folder: Path, labels, splits, config: TrainConfig, hidden: in
     return time.perf_counter() - start
 
 
-def ceiling_arm(args) -> None:
+def ceiling_arm(args) -> dict:
     """Plain 5-fold CV: harness vs ceiling vs the public pattern, at the ``--patients`` size."""
     bags, labels = synthetic(args.patients, args.instances, args.dim, seed=0)
     splits = make_splits(labels, "binary", k=args.folds, seed=0)
@@ -212,6 +217,10 @@ def ceiling_arm(args) -> None:
     sequential = batched_vs_sequential(pad_bags(bags, splits.scan_ids), labels, "binary",
                                        [CrossValRun(labels, splits)], config, args.hidden)
     print(f"batched {args.folds} folds as one stack vs one by one: {sequential:.2f}x faster")
+    return {"patients": args.patients, "instances": args.instances, "dim": args.dim, "epochs": args.epochs,
+            "ceiling_s": t_ceiling, "harness_s": t_harness, "padding_s": t_pad, "public_s": t_public,
+            "harness_vs_ceiling": t_harness / t_ceiling, "public_vs_harness": t_public / t_harness,
+            "stacked_vs_one_by_one": sequential}
 
 
 def board_data(dim: int, patients: int = 200, instances: int = 80):
@@ -262,13 +271,14 @@ def batched_vs_sequential(padded, labels, label_type, runs, config, hidden,
     return (time.perf_counter() - start) / batched
 
 
-def board_arm(args) -> None:
+def board_arm(args) -> list[dict]:
     """Batched vs sequential heads and a row's 115 trainings vs its plain CV, at the default board's size."""
     config = board_config()
     print(f"\n## Default board size: 200 bags x 80 instances, 8 labels, 5 folds, epochs {config.epochs}, "
           f"patience {config.patience}, ABMIL hidden {args.hidden}, {args.threads} torch thread(s)")
     print(f"{'dims':>6}{'5-fold s':>10}{'x ceiling':>11}{'115 batched s':>15}{'x 5-fold':>10}"
           f"{f'stacked vs 1 by 1 ({args.sequential})':>26}")
+    figures = []
     for dim in args.board_dims:
         bags, labels, splits = board_data(dim)
         padded = pad_bags(bags, splits.scan_ids)
@@ -294,6 +304,10 @@ def board_arm(args) -> None:
                                         args.sequential)
         print(f"{dim:>6}{t_plain:>10.1f}{t_fixed / t_ceiling:>11.2f}{t_row:>15.1f}{t_row / t_plain:>10.2f}"
               f"{speedup:>18.2f}x")
+        figures.append({"dim": dim, "plain_s": t_plain, "fixed_epochs_s": t_fixed, "ceiling_s": t_ceiling,
+                        "fixed_vs_ceiling": t_fixed / t_ceiling, "row_115_s": t_row,
+                        "row_vs_plain": t_row / t_plain, "stacked_vs_one_by_one": speedup,
+                        "one_by_one_members": args.sequential})
     print("x ceiling: plain 5-fold CV without early stopping against its ceiling (target <= 1.2); "
           "x 5-fold: a row's 115 trainings against its plain 5-fold CV, both early-stopping (target <= 3)")
 
@@ -315,7 +329,7 @@ def ceiling_multilabel(bags, labels, splits, config: TrainConfig, hidden: int) -
     return time.perf_counter() - start
 
 
-def parallel_arm(args) -> None:
+def parallel_arm(args) -> dict:
     """Rows (2 encoders x 3 heads, 5-fold CV each) in 2 forked workers vs serially."""
     config = board_config()
     encoders = {dim: board_data(dim) for dim in (192, 384)}
@@ -344,6 +358,8 @@ def parallel_arm(args) -> None:
     print(f"serial (1 process, {torch.get_num_threads()} thread) {serial:.1f} s; {args.processes} forked "
           f"workers x 1 thread {parallel:.1f} s; parallel speed-up {serial / parallel:.2f}x "
           "(target >= 1.7 on 2 cores)")
+    return {"serial_s": serial, "parallel_s": parallel, "processes": args.processes,
+            "speedup": serial / parallel}
 
 
 def main() -> None:
@@ -366,18 +382,23 @@ def main() -> None:
                         help="members of the row trained both ways for the stacked-vs-one-by-one ratio")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of the ceiling arm; the minimum is kept")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*worker processes in total.*")
     # The first optimizer of a process pays torch's lazy imports: pay them before any clock starts.
     warm = build(8, 16)
     torch.optim.AdamW(warm.parameters()).step()
+    figures: dict = {"threads": args.threads, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     if "ceiling" in args.arms:
-        ceiling_arm(args)
+        figures["ceiling"] = ceiling_arm(args)
     if "board" in args.arms:
-        board_arm(args)
+        figures["board"] = board_arm(args)
     if "parallel" in args.arms:
-        parallel_arm(args)
+        figures["parallel"] = parallel_arm(args)
+    figures["load_after"] = os.getloadavg()[0]
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,20 +3,28 @@
 A reader never sees a half-written file, and a killed writer leaves at most a temporary
 ``.NAME.<random>.tmp`` beside the target (a glob for ``*.h5`` or ``*.png`` does not pick it up).
 :func:`atomic_write` takes the content through a file handle; :func:`atomic_path` lends the temporary
-path itself, for writers that need a file name (h5py, matplotlib, SimpleITK).
+path itself, for writers that need a file name (h5py, matplotlib, SimpleITK). A write that fails for want
+of space (a full disk, a quota, a file-size limit) raises :class:`~clear_bench.errors.DiskFullError`
+naming the target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from clear_bench.errors import DiskFullError
+
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")  # how HDF5 reports a failed write
 
 
 @contextlib.contextmanager
@@ -44,9 +52,14 @@ def atomic_path(path: str | Path, *, keep_extension: bool = False) -> Iterator[P
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        reason = no_space(exc)
+        if reason:
+            raise DiskFullError(f"cannot write {target}: {reason} (a full disk, a quota or a file-size "
+                                "limit); nothing was left under that name. Free space and run again: "
+                                "finished work is reused") from exc
         raise
     _fsync_dir(target.parent)
 
@@ -66,6 +79,26 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def no_space(exc: BaseException) -> str | None:
+    """The system's words for why ``exc`` (or an error that caused it) is a write refused for want of
+    space, or ``None`` when it is something else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFullError):
+            return None  # already named its file
+        code = current.errno if isinstance(current, OSError) else None
+        found = code if code in _NO_SPACE else None
+        if found is None:
+            match = _ERRNO_IN_TEXT.search(str(current))
+            found = int(match[1]) if match and int(match[1]) in _NO_SPACE else None
+        if found is not None:
+            return os.strerror(found)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def temporaries(path: str | Path) -> list[Path]:

@@ -30,3 +30,8 @@ class UnusableWeightsError(UserError):
 
 class DataError(UserError):
     """A scan, label file or annotation cannot be read; the message names the file and the field."""
+
+
+class DiskFullError(UserError):
+    """A file could not be written for want of space (a full disk, a quota, a file-size limit); the
+    message names the file. Nothing was left under its name, so a rerun with space reuses what finished."""

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from clear_bench.cache import ClaimKeeper, EmbeddingCache, encoder_description
 from clear_bench.data.scan import ScanFailure
 from clear_bench.data.slices import SlicePlan
-from clear_bench.errors import ConfigError, PluginError
+from clear_bench.errors import ConfigError, DiskFullError, PluginError
 from clear_bench.extraction.device import (
     Precision,
     encoder_precision,
@@ -163,6 +163,8 @@ def extract(
             future.result()
             report.extracted.append(item.scan_id)
             report.keys[item.scan_id] = item.key
+        except DiskFullError:
+            raise  # no scan would fare better: the run stops and says which file
         except Exception as exc:
             error = f"cannot write cache entry: {describe_error(exc)}"
             report.failed.append(ScanFailure(item.scan_id, error, str(cache.path(item.key))))

@@ -1,7 +1,8 @@
 """A local plugin for the hardening tests: ``slow-probe``, a non-learned slice encoder (the mean HU of a
 4 x 4 grid, / 1000) that can be made slow and can hold a start barrier, so that two runs are sure to
 embed at the same time. Neither the delay nor the barrier changes an embedding, so neither enters the
-encoder's options (nor the cache key)."""
+encoder's options (nor the cache key). ``slow-mean``, the built-in mean-pool head whose forward can be
+made slow, so that a test can stop a cross-validation between two of its rows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ from typing import Any
 import torch
 
 from clear_bench import hookimpl
-from clear_bench.specs import Encoder, EncoderSpec, Option, Preprocessing, resolve_options
+from clear_bench.aggregators.meanpool import MeanPool
+from clear_bench.specs import (
+    AggregatorOutput,
+    AggregatorSpec,
+    Encoder,
+    EncoderSpec,
+    Option,
+    Preprocessing,
+    resolve_options,
+)
 
 OPTIONS = {
     "image_size": Option(int, 16, "slices are resized to this size"),
@@ -59,3 +69,25 @@ def build(options: Mapping[str, Any]) -> Encoder:
 def clear_bench_encoders() -> list[EncoderSpec]:
     return [EncoderSpec("slow-probe", build, embed_dim=16, weights_source="none (non-learned)",
                         description="grid means of the slice (test)", options=OPTIONS)]
+
+
+class SlowMeanPool(MeanPool):
+    def __init__(self, in_dim: int, n_outputs: int, delay_s: float = 0.0, **options: Any) -> None:
+        super().__init__(in_dim, n_outputs, **options)
+        self.delay_s = delay_s
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> AggregatorOutput:
+        time.sleep(self.delay_s)
+        return super().forward(x, mask)
+
+
+def build_slow_mean(in_dim: int, n_outputs: int, options: Mapping[str, Any]) -> torch.nn.Module:
+    return SlowMeanPool(in_dim, n_outputs, **options)
+
+
+@hookimpl
+def clear_bench_aggregators() -> list[AggregatorSpec]:
+    return [AggregatorSpec("slow-mean", build_slow_mean, "mean-pool whose forward sleeps (test)",
+                           options={"delay_s": Option((float, int), 0.0, "seconds each forward call sleeps"),
+                                    "hidden_dim": Option(int, 16, "projection width"),
+                                    "dropout": Option((float, int), 0.0, "dropout after the projection")})]

@@ -274,7 +274,9 @@ class PretrainerSpec:
     """A way to train an encoder: ``clear-bench pretrain NAME`` and a YAML encoder's ``pretrain:`` entry.
 
     ``options`` are the recipe overrides it accepts: the same declared options become the command's
-    ``--flags`` and the keys of ``pretrain: {options: ...}`` in a benchmark YAML.
+    ``--flags`` and the keys of ``pretrain: {options: ...}`` in a benchmark YAML. A declared bool option
+    ``progress`` is set to ``False`` by ``clear-bench run --no-progress``; it must change only what is
+    shown, never what is trained (it is not part of a pretrained checkpoint's key).
     """
 
     name: str

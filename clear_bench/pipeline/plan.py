@@ -63,10 +63,10 @@ class RunPlan:
 
 
 def plan_run(config: BenchmarkConfig, registry: Registry, *, pretrain: bool = True,
-             references: bool = True) -> RunPlan:
+             references: bool = True, progress: bool = True) -> RunPlan:
     """Load every task and resolve every encoder; ``pretrain=False`` (``evaluate``) trains nothing and
     leaves out a pretrained entry whose checkpoint does not exist yet; ``references=False`` (``extract``)
-    takes the encoders exactly as listed."""
+    takes the encoders exactly as listed; ``progress=False`` hides the pretrainers' progress bars."""
     tasks = []
     for ref in config.tasks:
         spec = registry.task(ref.name)
@@ -78,7 +78,8 @@ def plan_run(config: BenchmarkConfig, registry: Registry, *, pretrain: bool = Tr
     for ref in with_references(config.encoders, registry) if references else config.encoders:
         try:
             if ref.pretrain is not None:
-                ref = resolve_pretrained(ref, registry, config.checkpoint_dir, train=pretrain)
+                ref = resolve_pretrained(ref, registry, config.checkpoint_dir, train=pretrain,
+                                         progress=progress)
         except WeightsNotFoundError as error:
             left_out.append(LeftOut(ref.id, str(error)))
             log.info("encoder %s: LEFT OUT, %s", ref.id, error)
@@ -99,7 +100,7 @@ def with_references(encoders: tuple[ComponentRef, ...], registry: Registry) -> l
 
 
 def resolve_pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Path, *,
-                       train: bool = True) -> ComponentRef:
+                       train: bool = True, progress: bool = True) -> ComponentRef:
     """Train the encoder of ``ref`` with its pretrainer unless a checkpoint of the same recipe exists.
 
     The checkpoint is content-addressed by the pretrainer (its name and code version), its recipe file's
@@ -124,8 +125,10 @@ def resolve_pretrained(ref: ComponentRef, registry: Registry, checkpoint_dir: Pa
                                    f"{folder}); `clear-bench run` trains it")
     log.info("encoder %s: pretraining with %s (%s) into %s", ref.id, spec.name, ref.pretrain.config.name,
              folder)
-    checkpoint = spec.run(ref.pretrain.config, folder, resume=RESUME_IF_PRESENT,
-                          options=dict(ref.pretrain.options))
+    options = dict(ref.pretrain.options)
+    if not progress and "progress" in spec.options:  # how it is shown, not what it trains: not in the key
+        options["progress"] = False
+    checkpoint = spec.run(ref.pretrain.config, folder, resume=RESUME_IF_PRESENT, options=options)
     if checkpoint is None:
         raise DataError(f"pretrainer '{spec.name}' returned no checkpoint for encoder '{ref.id}'")
     atomic_write_text(marker, json.dumps({"checkpoint": str(checkpoint), "key": key}))

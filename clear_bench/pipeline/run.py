@@ -65,7 +65,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     config.output_dir.mkdir(parents=True, exist_ok=True)
     device = str(resolve_device(config.device))
     cache = EmbeddingCache(config.cache_dir)
-    plan = plan_run(config, registry, pretrain=extract_missing)
+    plan = plan_run(config, registry, pretrain=extract_missing, progress=progress)
     timings["plan"], tick = time.perf_counter() - tick, time.perf_counter()
     extraction = extract_embeddings(plan, cache, device, embed=extract_missing, progress=progress)
     timings["extract"], tick = time.perf_counter() - tick, time.perf_counter()

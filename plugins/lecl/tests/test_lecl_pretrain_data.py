@@ -193,7 +193,7 @@ def test_config_errors_name_the_file_line_key_or_option(tmp_path: Path) -> None:
         "options: epochs (--epochs, sets optim.epochs): expected int, got str '7'",
         "options: epoch: unknown option (did you mean 'epochs'?); expected one of: experiment, arch, epochs, "
         "batch_size, lr, sampling, sample_weight, loss, seed, max_steps, checkpoint_every, threads, "
-        "num_workers, device",
+        "num_workers, device, progress",
     ]
     # A recipe key checked against an overridden one says where that value came from.
     with pytest.raises(ConfigError) as excinfo:

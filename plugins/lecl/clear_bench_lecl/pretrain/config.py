@@ -262,6 +262,7 @@ OVERRIDES = {
     "threads": "runtime.threads",
     "num_workers": "runtime.num_workers",
     "device": "runtime.device",
+    "progress": "runtime.progress",
 }
 """The pretrainer's options (``--batch-size``, ``options: {batch_size: ...}``) -> the recipe key each sets."""
 

@@ -11,11 +11,12 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from clear_bench.errors import WeightsNotFoundError
+from clear_bench.errors import UnusableWeightsError, WeightsNotFoundError
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -137,3 +138,14 @@ def existing_file(path: str | Path, *, who: str, option: str, how: str) -> Path:
     if not resolved.is_file():
         raise WeightsNotFoundError(f"{who}: option '{option}': file not found: {resolved}; {how}")
     return resolved
+
+
+def refuse_remote_code(config: Mapping[str, Any], path: str | Path, *, who: str) -> None:
+    """Refuse a ``config.json`` whose model needs code from its own repo (an ``auto_map`` field, what
+    transformers' ``trust_remote_code`` would import and run): these encoders run transformers' own classes
+    only, so such a folder is never loaded, silently or otherwise."""
+    if "auto_map" in config:
+        classes = ", ".join(str(v) for v in dict(config["auto_map"]).values())
+        raise UnusableWeightsError(
+            f"{path}: field 'auto_map': this model needs code from its repo ({classes}; trust_remote_code); "
+            f"{who} runs transformers' own classes only and never runs a repo's code")

@@ -4,7 +4,7 @@ Weights come from a local ``save_pretrained`` folder (``local_dir``: ``config.js
 and, as published, ``preprocessor_config.json``), from the Hugging Face cache / hub (``hub_id``), or are
 random with ``weights: random`` (the published architecture, seeded). The image size and normalisation are
 read from the folder's ``preprocessor_config.json`` when it has one (the published processor), else the
-published values below apply.
+published mean / std below apply at the model config's image size.
 
 - RAD-DINO (``microsoft/rad-dino``): a DINOv2 ViT-B/14 (``Dinov2Model``); the embedding is the class token
   after the final layer norm (``pooler_output``, 768-d), on 518 px inputs normalised with the processor's
@@ -134,9 +134,10 @@ def processor_preprocessing(path: Path, model: HFModel) -> Preprocessing:
                          std=tuple(float(v) for v in std))
 
 
-def published_preprocessing(model: HFModel) -> Preprocessing:
-    """The preprocessing of the published processor config (used when a folder has none)."""
-    return Preprocessing(image_size=model.image_size, channels=3, mean=model.mean, std=model.std)
+def published_preprocessing(model: HFModel, image_size: int) -> Preprocessing:
+    """The published processor's normalisation at the model config's ``image_size`` (for a folder without
+    a processor config; the published configs agree on the size)."""
+    return Preprocessing(image_size=image_size, channels=3, mean=model.mean, std=model.std)
 
 
 @contextlib.contextmanager
@@ -218,7 +219,7 @@ def build(name: str, options: Mapping[str, Any], declared: Mapping[str, Any]) ->
     if processor is not None and processor.is_file():
         preprocessing = processor_preprocessing(processor, model)
     else:
-        preprocessing = published_preprocessing(model)
+        preprocessing = published_preprocessing(model, int(net.config.image_size))
     encoder_model = PooledImageModel(net).eval()
     for param in encoder_model.parameters():
         param.requires_grad_(False)

@@ -146,10 +146,18 @@ def test_a_processor_with_a_non_square_size_is_a_config_error(tmp_path):
         build_medsiglip({"local_dir": str(folder)})
 
 
-def test_without_a_processor_file_the_published_preprocessing_applies(tmp_path):
+def test_without_a_processor_file_the_published_normalisation_applies_at_the_config_size(tmp_path):
     folder = tmp_path / "dino"
     _save("rad-dino", folder)
     (folder / "preprocessor_config.json").unlink()
     encoder = build_rad_dino({"local_dir": str(folder)})
-    assert encoder.preprocessing == Preprocessing(image_size=518, channels=3, mean=(0.5307,) * 3,
+    assert encoder.preprocessing == Preprocessing(image_size=28, channels=3, mean=(0.5307,) * 3,
                                                   std=(0.2583,) * 3)
+
+
+@pytest.mark.slow  # builds ViT-B/14 and embeds one 518 px image (about 10 s)
+def test_the_published_rad_dino_architecture_is_built_for_random_weights():
+    published = build_rad_dino({"weights": "random"})
+    assert published.preprocessing == Preprocessing(image_size=518, channels=3, mean=(0.5307,) * 3,
+                                                    std=(0.2583,) * 3)
+    assert published.embed_dim == 768 and published.label == "rad-dino (random init)"

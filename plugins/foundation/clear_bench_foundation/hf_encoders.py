@@ -223,9 +223,10 @@ def build(name: str, options: Mapping[str, Any], declared: Mapping[str, Any]) ->
     encoder_model = PooledImageModel(net).eval()
     for param in encoder_model.parameters():
         param.requires_grad_(False)
-    size = preprocessing.image_size
-    with torch.no_grad():
-        embed_dim = int(encoder_model(torch.zeros(1, 3, size, size)).shape[1])
+    patch = int(net.config.patch_size)
+    with torch.no_grad():  # measured on one patch, the position embedding interpolated to it
+        probe = net(pixel_values=torch.zeros(1, 3, patch, patch), interpolate_pos_encoding=True)
+        embed_dim = int(probe.pooler_output.shape[1])
     arch = {key: getattr(net.config, key, None) for key in ARCH_FIELDS}
     return Encoder(name=name, model=encoder_model, embed_dim=embed_dim, preprocessing=preprocessing,
                    weights_digest=digest, input_kind="slice", random_init=random_init,

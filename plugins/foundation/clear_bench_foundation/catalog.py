@@ -16,3 +16,4 @@ DINO_MODELS = ("vit_small_patch16_224.dino", "vit_small_patch8_224.dino", "vit_b
                "vit_base_patch8_224.dino")
 RAD_DINO_HUB_ID = "microsoft/rad-dino"
 MEDSIGLIP_HUB_ID = "google/medsiglip-448"
+CTFM_HUB_ID = "project-lighter/ct_fm_feature_extractor"

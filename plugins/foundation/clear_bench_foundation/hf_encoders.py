@@ -243,3 +243,88 @@ def _folder_config(model: HFModel, folder: Path) -> Any:
     with _quiet_transformers():
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     return getattr(config, "vision_config", config)
+
+
+OUTPUTS = ("pooler", "cls", "mean")
+
+
+class HiddenStateImageModel(nn.Module):
+    """Any transformers image model: ``pooler_output``, the first token, or the token mean, ``[B, D]``."""
+
+    def __init__(self, model: nn.Module, output: str) -> None:
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(pixel_values=x)
+        if self.output == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        return hidden[:, 0] if self.output == "cls" else hidden.mean(dim=1)
+
+
+def build_generic(options: Mapping[str, Any], declared: Mapping[str, Any]) -> Encoder:
+    """Build ``hf-image``: any transformers image model from a folder or the hub cache, preprocessing from its
+    ``preprocessor_config.json``; a model that needs its repo's code runs only at a trusted commit."""
+    from transformers import AutoModel
+
+    from clear_bench_foundation.weights import allow_remote_code, cached_hub_file
+
+    opts = resolve_options(declared, options)
+    who, hub_id, trusted = "hf-image", opts["hub_id"], opts["trust_remote_code"]
+    how = (f"set `local_dir:` to a save_pretrained folder with config.json, weights and "
+           f"preprocessor_config.json, or fill the Hugging Face cache (`hf download {hub_id or 'ORG/NAME'}`)")
+    if opts["local_dir"]:
+        folder = Path(opts["local_dir"]).expanduser().resolve()
+        config_path = existing_file(folder / CONFIG_NAME, who=who, option="local_dir", how=how)
+    elif not hub_id:
+        raise ConfigError(f"{who}: set option 'hub_id' (a Hugging Face repo) or 'local_dir' (a folder)")
+    elif trusted:  # the snapshot of exactly the trusted commit
+        found = cached_hub_file(hub_id, CONFIG_NAME, opts["cache_dir"], revision=str(trusted))
+        if found is None:
+            raise WeightsNotFoundError(f"{who}: no snapshot of commit {trusted} of hub repo '{hub_id}' "
+                                       f"in the Hugging Face cache (`hf download {hub_id} --revision "
+                                       f"{trusted}`)")
+        config_path = found
+    else:
+        config_path = hub_file(hub_id, [CONFIG_NAME], who=who, how=how, cache_dir=opts["cache_dir"])
+    folder = config_path.parent
+    remote = allow_remote_code(read_json(config_path, "model config"), config_path, who=who, trusted=trusted)
+    weights = next((folder / n for n in WEIGHT_NAMES if (folder / n).is_file()), None)
+    if weights is None:
+        raise WeightsNotFoundError(f"{who}: no weights file in {folder} (looked for "
+                                   f"{', '.join(WEIGHT_NAMES)}); {how}")
+    processor = existing_file(folder / PROCESSOR_NAME, who=who, option="local_dir",
+                              how="the image size and normalisation come from the model's own processor")
+    fields = read_json(processor, "image processor config")
+    for field in ("image_mean", "image_std", "size"):
+        if field not in fields:
+            raise ConfigError(f"{processor}: field '{field}' is missing (the encoder's preprocessing)")
+    generic = HFModel(who, hub_id or "", "", 224, (0.5,) * 3, (0.5,) * 3, {})
+    preprocessing = processor_preprocessing(processor, generic)
+    with _quiet_transformers():
+        try:
+            net, info = AutoModel.from_pretrained(str(folder), local_files_only=True,
+                                                  output_loading_info=True, trust_remote_code=remote)
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            raise UnusableWeightsError(f"{folder}: not a loadable transformers model "
+                                       f"({type(exc).__name__}: {exc})") from exc
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        raise UnusableWeightsError(f"{folder}: weights do not match the config: missing keys "
+                                   f"{sorted(info.get('missing_keys') or [])[:6]}; mismatched keys "
+                                   f"{sorted(info.get('mismatched_keys') or [])[:6]}")
+    model = HiddenStateImageModel(net, opts["output"]).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    size = preprocessing.image_size
+    with torch.no_grad():
+        try:
+            embed_dim = int(model(torch.zeros(1, 3, size, size)).shape[1])
+        except (AttributeError, TypeError) as exc:
+            raise ConfigError(f"{who}: option 'output': '{opts['output']}' is not available for "
+                              f"{type(net).__name__} ({exc})") from exc
+    return Encoder(name=who, model=model, embed_dim=embed_dim, preprocessing=preprocessing,
+                   weights_digest=sha256_file(weights), input_kind="slice",
+                   label=f"hf-image ({hub_id or folder.name})",
+                   options={"output": opts["output"], "model_type": net.config.model_type,
+                            "remote_code": trusted if remote else None})

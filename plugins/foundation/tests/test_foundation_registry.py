@@ -17,3 +17,10 @@ def test_foundation_encoders_are_registered():
         assert entry.spec.input_kind == kind
         assert "weights" in entry.spec.options and "random" in entry.spec.options["weights"].choices
         assert entry.spec.options["weights"].default != "random"
+
+
+def test_the_generic_transformers_encoder_names_its_remote_code_rule():
+    entry = load_registry().encoders["hf-image"]
+    assert entry.provider.distribution == "clear-bench-foundation"
+    assert entry.spec.options["trust_remote_code"].default is None
+    assert "trust_remote_code" in entry.spec.description

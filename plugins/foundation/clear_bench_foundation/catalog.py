@@ -12,3 +12,8 @@ DINOV2_MODELS = ("vit_small_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2.lv
 SAM2_MODELS = ("sam2_hiera_tiny.fb_r896", "sam2_hiera_small.fb_r896", "sam2_hiera_base_plus.fb_r896",
                "sam2_hiera_large.fb_r1024", "sam2_hiera_tiny.fb_r896_2pt1", "sam2_hiera_small.fb_r896_2pt1",
                "sam2_hiera_base_plus.fb_r896_2pt1", "sam2_hiera_large.fb_r1024_2pt1")
+DINO_MODELS = ("vit_small_patch16_224.dino", "vit_small_patch8_224.dino", "vit_base_patch16_224.dino",
+               "vit_base_patch8_224.dino")
+RAD_DINO_HUB_ID = "microsoft/rad-dino"
+MEDSIGLIP_HUB_ID = "google/medsiglip-448"
+CTFM_HUB_ID = "project-lighter/ct_fm_feature_extractor"

@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from clear_bench.errors import WeightsNotFoundError
+from clear_bench.errors import ConfigError, UnusableWeightsError, WeightsNotFoundError
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -137,3 +139,47 @@ def existing_file(path: str | Path, *, who: str, option: str, how: str) -> Path:
     if not resolved.is_file():
         raise WeightsNotFoundError(f"{who}: option '{option}': file not found: {resolved}; {how}")
     return resolved
+
+
+def refuse_remote_code(config: Mapping[str, Any], path: str | Path, *, who: str) -> None:
+    """Refuse a ``config.json`` whose model needs code from its own repo (an ``auto_map`` field, what
+    transformers' ``trust_remote_code`` would import and run): these encoders run transformers' own classes
+    only, so such a folder is never loaded, silently or otherwise."""
+    if "auto_map" in config:
+        raise UnusableWeightsError(
+            f"{path}: field 'auto_map': this model needs code from its repo ({_classes(config)}; "
+            f"trust_remote_code); {who} runs transformers' own classes only and never runs a repo's code")
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def allow_remote_code(config: Mapping[str, Any], path: str | Path, *, who: str, trusted: str | None,
+                      option: str = "trust_remote_code") -> bool:
+    """Whether the model of ``config`` (the ``config.json`` at ``path``) may run its repo's code.
+
+    ``False`` when it needs none. When it does (an ``auto_map`` field), only with ``trusted`` naming the
+    commit whose code the user has read, and only for a file of that commit's Hugging Face cache snapshot
+    (``.../snapshots/<commit>/config.json``): a local folder or another revision is refused, since nothing
+    would tie the code that runs to the commit that was trusted."""
+    if "auto_map" not in config:
+        return False
+    if not trusted:
+        raise UnusableWeightsError(
+            f"{path}: field 'auto_map': this model runs code from its repo ({_classes(config)}); {who} runs "
+            f"it only when option '{option}' names the 40-hex commit of that repo whose code you have read "
+            "and trust")
+    if not COMMIT.fullmatch(trusted):
+        raise ConfigError(f"{who}: option '{option}': expected the 40-hex commit of the repo whose code you "
+                          f"trust, got {trusted!r}")
+    snapshot = Path(path).parent
+    if snapshot.parent.name != "snapshots" or snapshot.name != trusted:
+        raise UnusableWeightsError(
+            f"{path}: option '{option}' trusts commit {trusted}, but this config is not from that commit's "
+            f"Hugging Face cache snapshot (.../snapshots/{trusted}/); remote code runs only from there")
+    return True
+
+
+def _classes(config: Mapping[str, Any]) -> str:
+    auto_map = config.get("auto_map")
+    return ", ".join(str(v) for v in dict(auto_map).values()) if isinstance(auto_map, Mapping) else "auto_map"

@@ -40,3 +40,14 @@ def tiny_clip_dir(tmp_path):
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps(TINY_OPEN_CLIP_CONFIG), encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def ct_scan(tmp_path_factory):
+    """One CT of the project's synthetic cohort (the ct-tasks plugin's source), small: 12 slices of 64 px."""
+    from clear_bench.components import build_source
+    from clear_bench.registry import load_registry
+
+    source = build_source(load_registry(), {"name": "synthetic", "patients": 2, "slices": 12, "matrix": 64,
+                                            "cache_dir": str(tmp_path_factory.mktemp("volumes"))})
+    return source.load(source.scan_ids()[0])

@@ -1,4 +1,5 @@
-"""DINOv2 and SAM2-Hiera through timm: tiny random variants, strict local checkpoints, hub weights rules."""
+"""DINOv2, DINO ViT and SAM2-Hiera through timm: tiny random variants, strict local checkpoints (DINO / iBOT
+training checkpoints too), hub weights rules."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import hashlib
 import pytest
 import timm
 import torch
-from clear_bench_foundation.encoders import build_dinov2, build_sam2_hiera
+from clear_bench_foundation.encoders import build_dino_vit, build_dinov2, build_sam2_hiera
 
 from clear_bench.errors import UserError, WeightsNotFoundError
 
 TINY = {
     "dinov2": (build_dinov2, "vit_small_patch14_dinov2.lvd142m",
                {"embed_dim": 32, "depth": 1, "num_heads": 2}, 56, {"img_size": 56}),
+    "dino-vit": (build_dino_vit, "vit_small_patch16_224.dino",
+                 {"embed_dim": 32, "depth": 1, "num_heads": 2}, 32, {"img_size": 32}),
     "sam2-hiera": (build_sam2_hiera, "sam2_hiera_tiny.fb_r896",
                    {"embed_dim": 16, "num_heads": 1, "stages": [1, 1, 1, 1]}, 64, {}),
 }
@@ -29,7 +32,9 @@ def test_random_variant_embeds_a_batch_as_its_items(name):
     encoder = build({"weights": "random", "model_kwargs": kwargs, "img_size": size})
     assert encoder.random_init and "random init" in encoder.label
     assert encoder.weights_digest == "random-init:0"
-    assert encoder.preprocessing.image_size == size and encoder.preprocessing.mean == (0.485, 0.456, 0.406)
+    assert encoder.preprocessing.image_size == size
+    assert encoder.preprocessing.mean == (0.485, 0.456, 0.406)
+    assert encoder.preprocessing.std == (0.229, 0.224, 0.225)
     x = _images(3, size)
     with torch.no_grad():
         batch = encoder.model(x)
@@ -76,3 +81,29 @@ def test_default_architectures_on_the_meta_device():
         x = torch.zeros(1, 3, 224, 224)
         assert dino(x).shape == (1, 384)
         assert hiera(x).shape == (1, 768)
+
+
+@pytest.mark.parametrize("wrapper", ["teacher", "student", "state_dict"])
+def test_an_original_dino_or_ibot_checkpoint_loads_its_backbone(wrapper, tmp_path):
+    _, model_name, kwargs, size, size_kwargs = TINY["dino-vit"]
+    torch.manual_seed(4)
+    reference = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs, **size_kwargs).eval()
+    # DINO / iBOT save the teacher and student as MultiCropWrapper(backbone, head) under DDP
+    state = {f"module.backbone.{key}": value for key, value in reference.state_dict().items()}
+    state["module.head.mlp.0.weight"] = torch.zeros(4, 32)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({wrapper: state, "epoch": 100}, path)
+    encoder = build_dino_vit({"checkpoint": str(path), "model_kwargs": kwargs, "img_size": size})
+    x = _images(2, size)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.model(x), reference(x), rtol=0, atol=0)
+    state.pop("module.backbone.cls_token")
+    torch.save({wrapper: state}, path)
+    with pytest.raises(UserError, match="no ViT backbone found"):
+        build_dino_vit({"checkpoint": str(path), "model_kwargs": kwargs, "img_size": size})
+    state["module.backbone.cls_token"] = reference.cls_token.detach().clone()
+    state.pop("module.backbone.norm.weight")
+    torch.save({wrapper: state}, path)
+    with pytest.raises(UserError, match=r"Missing key.*norm\.weight") as err:
+        build_dino_vit({"checkpoint": str(path), "model_kwargs": kwargs, "img_size": size})
+    assert str(path) in str(err.value)

@@ -70,13 +70,15 @@ class LinearProbe:
     def fit(self, features: np.ndarray, targets: np.ndarray, label_type: str) -> LinearProbe:
         """Choose the strength on inner folds of ``features`` and refit on all of them."""
         self.label_type = label_type
+        self.width = int(targets.max()) + 1 if label_type == "multiclass" else None
         self.standardize = Standardizer.fit(features)
         x = self.standardize(features)
         folds = [(train, test, row_space_basis(x[train])) for train, test in self._inner_folds(x, targets)]
         scores = [self._inner_score(x, targets, folds, c) for c in self.grid]
         finite = [s if np.isfinite(s) else -np.inf for s in scores]
         self.chosen = self.grid[int(np.argmax(finite))] if np.isfinite(max(finite)) else self.grid[-1]
-        self.models = _fit_logistic(x, targets, label_type, self.chosen, self.seed, row_space_basis(x))
+        self.models = _fit_logistic(x, targets, label_type, self.chosen, self.seed, row_space_basis(x),
+                                    self.width)
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -101,7 +103,8 @@ class LinearProbe:
 
         values = []
         for train, test, basis in folds:
-            model = _fit_logistic(x[train], targets[train], self.label_type, c, self.seed, basis)
+            # an inner training fold may lack a class the inner test fold has: width over all classes
+            model = _fit_logistic(x[train], targets[train], self.label_type, c, self.seed, basis, self.width)
             probs = _predict_logistic(model, x[test], self.label_type)
             multiclass = self.label_type == "multiclass"
             truth = _onehot(targets[test], probs.shape[1]) if multiclass else targets[test]
@@ -171,10 +174,11 @@ def row_space_basis(x: np.ndarray) -> np.ndarray | None:
 
 
 def _fit_logistic(x: np.ndarray, targets: np.ndarray, label_type: str, c: float, seed: int,
-                  basis: np.ndarray | None) -> _Logistic:
-    """One fitted model per label (multi-label), one multinomial model (multi-class), on ``x`` in
-    ``basis`` (:func:`row_space_basis` of ``x``); a label with a single class in ``targets`` is kept as its
-    constant rate."""
+                  basis: np.ndarray | None, width: int | None = None) -> _Logistic:
+    """One fitted model per label (multi-label), one multinomial model (multi-class, probabilities over
+    ``width`` classes, default those up to the largest in ``targets``), on ``x`` in ``basis``
+    (:func:`row_space_basis` of ``x``); a label with a single class in ``targets`` is kept as its constant
+    rate."""
     from sklearn.linear_model import LogisticRegression
 
     z = x if basis is None else x @ basis
@@ -188,7 +192,7 @@ def _fit_logistic(x: np.ndarray, targets: np.ndarray, label_type: str, c: float,
             return model.fit(z, y)
 
     if label_type == "multiclass":
-        return _Logistic([fit(targets.astype(np.int64)), int(targets.max()) + 1], basis)
+        return _Logistic([fit(targets.astype(np.int64)), width or int(targets.max()) + 1], basis)
     return _Logistic([fit(targets[:, j]) for j in range(targets.shape[1])], basis)
 
 

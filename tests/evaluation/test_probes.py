@@ -150,3 +150,16 @@ def test_wide_features_are_fitted_in_the_training_rows_span_with_the_same_predic
                          .predict_proba(ts)[:, 1] for j in range(2)], axis=1)
     np.testing.assert_allclose(probe.predict(test), full, atol=1e-4)
     assert row_space_basis(x[:, :30]) is None  # as many rows as features: fitted as they are
+
+
+def test_a_class_missing_from_an_inner_training_fold_is_scored_not_a_crash() -> None:
+    """Multi-class with one scan of the highest class: the inner fold that tests it trains without it, so
+    that fold's probabilities must still span every class (a small cohort's staging hit this)."""
+    rng = np.random.default_rng(0)
+    classes = np.array([0, 1] * 14 + [2])
+    features = rng.normal(size=(len(classes), 5)) + classes[:, None]
+    probe = LinearProbe(grid=[0.1, 1.0], inner_folds=3).fit(features, classes, "multiclass")
+    probs = probe.predict(features)
+    assert probs.shape == (len(classes), 3) and probe.chosen in (0.1, 1.0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert (probs[:28].argmax(axis=1) == classes[:28]).mean() > 0.8  # it still learns the common classes

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from clear_bench.errors import ConfigError
 from clear_bench.registry import KINDS, Registered, load_registry
+from clear_bench.schema import suggest
 from clear_bench.specs import EncoderSpec
 
 
@@ -16,13 +18,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--measure", action="store_true",
                         help="build each encoder's default architecture with random weights and measure its "
                              "embedding dim (seconds per encoder; no weights are loaded)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="only these components (default: all)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     registry = load_registry(args.plugin)
-    for kind in (args.kind,) if args.kind else KINDS:
-        table = registry.of_kind(kind)
+    kinds = (args.kind,) if args.kind else KINDS
+    known = {name for kind in kinds for name in registry.of_kind(kind)}
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        raise ConfigError(f"plugins: no component named {', '.join(map(repr, unknown))}"
+                          f"{suggest(unknown[0], known)}")
+    for kind in kinds:
+        table = {name: entry for name, entry in registry.of_kind(kind).items()
+                 if not args.names or name in args.names}
+        if args.names and not table:
+            continue
         print(f"\n{kind} ({len(table)})")
         rows = [_row(kind, name, entry, measure=args.measure) for name, entry in sorted(table.items())]
         headers = ["name", "provider", "version", *(_EXTRA.get(kind, ())), "description"]

@@ -20,8 +20,16 @@ def test_plugins_lists_builtins_and_every_plugin_distribution(capsys) -> None:
 
 
 def test_measure_builds_default_architectures_for_their_dims(capsys) -> None:
-    assert main(["plugins", "--kind", "encoders", "--measure"]) == 0
+    # Three encoders, not all: random-init SigLIP So400m and ViT-Bs take a minute between them.
+    names = ["lecl-mambaout", "merlin", "hu-reference"]
+    assert main(["plugins", "--kind", "encoders", "--measure", *names]) == 0
     rows = _rows(capsys.readouterr().out)
+    assert set(rows) - {"name", "-------------"} == set(names)
     assert "288 (default arch)" in rows["lecl-mambaout"]  # pooled + head.norm of femto's last stage
     assert "2048 (default arch)" in rows["merlin"]
     assert " 44 " in rows["hu-reference"]
+
+
+def test_an_unknown_name_is_an_error_that_suggests_the_known_one(capsys) -> None:
+    assert main(["plugins", "lecl-mambaot"]) == 2
+    assert "lecl-mambaout" in capsys.readouterr().err

@@ -310,6 +310,7 @@ def board_arm(args) -> list[dict]:
                         "one_by_one_members": args.sequential})
     print("x ceiling: plain 5-fold CV without early stopping against its ceiling (target <= 1.2); "
           "x 5-fold: a row's 115 trainings against its plain 5-fold CV, both early-stopping (target <= 3)")
+    return figures
 
 
 def ceiling_multilabel(bags, labels, splits, config: TrainConfig, hidden: int) -> float:

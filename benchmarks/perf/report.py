@@ -55,14 +55,14 @@ MODES: dict[str, tuple[Job, ...]] = {
         Job("selective_scan", (), 300),
     ),
     "quick": (
-        Job("extract", ("--scans", "6", "--seed-scans", "2", "--memory-scans", "3", "--slices", "6",
+        Job("extract", ("--scans", "4", "--seed-scans", "2", "--memory-scans", "2", "--slices", "4",
                         "--matrix", "256", "--rounds", "2"), 180),
         Job("data_speed", ("--patients", "20"), 90),
         Job("crossval", ("--patients", "200", "--instances", "64", "--dim", "384", "--workers", "2",
                          "--board-dims", "44", "--sequential", "10"), 360),
         Job("pretrain_ddp", ("--steps", "4", "--skip", "1"), 240),
-        Job("pretrain_data", ("--scans", "8", "--slices", "15", "--size", "192", "--image-size", "112",
-                              "--batch", "16", "--steps", "8"), 150),
+        # The default cohort and views, so that the in-RAM table is large enough to show in the peak memory.
+        Job("pretrain_data", ("--steps", "10"), 240),
         Job("selective_scan", ("--repeats", "3"), 60),
     ),
     "cuda": (
@@ -357,6 +357,8 @@ def render(report: dict) -> str:
     rows = [[f"`{_command(r)}`", r["status"], _f(r.get("seconds"), 0), _f(r.get("load_before"), 1),
              _f(r.get("load_after"), 1)] for r in report["runs"].values()]
     lines += _table(["script and sizes", "status", "wall s", "load before", "load after"], rows)
+    if report.get("seconds") is not None:
+        lines += [f"All scripts together: {report['seconds'] / 60:.1f} min.", ""]
     for name, record in report["runs"].items():
         title, body = SECTIONS[name]
         lines += [f"## {title}", "", f"`{_command(record)}`", ""]
@@ -401,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     if out != DEFAULT_OUT:
         command += ["--out", os.path.relpath(out, ROOT)]
     report = {"mode": name, "command": shlex.join(command), "machine": machine(args.cuda), "runs": {}}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clear-bench-perf-report-") as tmp:
         for job in jobs:
             print(f"== {job.name} {' '.join(job.args)} (limit {job.timeout_s} s)", flush=True)
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             if record["status"] != "ok":
                 print(f"{record['status']}: {record['error']}", flush=True)
             report["runs"][job.name] = record
+    report["seconds"] = time.perf_counter() - started
     from clear_bench.atomic import atomic_write_text
 
     atomic_write_text(out, render(report))

@@ -78,6 +78,7 @@ def test_document_says_how_it_was_made_and_where(figures):
     assert "mode **quick**" in md
     assert "AMD EPYC 7B13" in _row(md, "CPU")
     assert "74a499d233aa" in _row(md, "commit")
+    assert "All scripts together: 6.9 min." in md
     ddp = figures["runs"]["pretrain_ddp"]
     runs_row = _row(md, "`python benchmarks/perf/pretrain_ddp.py --config tiny.yaml --steps 3")
     assert f"| {ddp['load_before']:.1f} | {ddp['load_after']:.1f} |" in runs_row

@@ -19,6 +19,8 @@ The cohort is generated on the fly: ``--scans`` scans (x4 for the 4x arms) of ``
 compare the ratios of one run.
 
     uv run python benchmarks/perf/pretrain_data.py        # about 2-4 minutes on two idle cores
+
+``--json PATH`` also writes every figure as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clear_bench.atomic import atomic_write_text
 from clear_bench.data.scan import Scan
 from clear_bench.data.slices import SlicePlan
 from clear_bench.specs import LesionBox
@@ -113,7 +116,8 @@ def rank_main(rank: int, args: dict, out: str) -> None:
     Path(out, f"rank-{rank}.json").write_text(json.dumps(result))
 
 
-def run_arm(store: str, scale: int, args: argparse.Namespace, tmp: Path) -> list[dict]:
+def run_arm(store: str, scale: int, args: argparse.Namespace, tmp: Path) -> tuple[list[dict], float]:
+    """Both ranks of one store kind at one scale: their figures, and the arm's wall seconds."""
     import torch.multiprocessing as mp
 
     out = tmp / f"{store}-{scale}x"
@@ -123,8 +127,9 @@ def run_arm(store: str, scale: int, args: argparse.Namespace, tmp: Path) -> list
                 "batch": args.batch, "steps": args.steps, "workers": args.workers}
     tic = time.perf_counter()
     mp.spawn(rank_main, args=(settings, str(out)), nprocs=2, join=True)
-    print(f"  {store:<6} {scale}x: {time.perf_counter() - tic:.0f}s wall", flush=True)
-    return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)]
+    wall = time.perf_counter() - tic
+    print(f"  {store:<6} {scale}x: {wall:.0f}s wall", flush=True)
+    return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)], wall
 
 
 def main() -> None:
@@ -136,15 +141,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="global batch (two ranks)")
     parser.add_argument("--steps", type=int, default=20, help="batches each rank iterates")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per rank")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     print(f"cohort: {args.scans} / {4 * args.scans} scans x {args.slices} slices x {len(WINDOWS)} windows at "
           f"{args.size} px; views {args.image_size} px, global batch {args.batch}, {args.steps} steps, "
-          f"{args.workers} workers per rank; load average before: {os.getloadavg()[0]:.1f}", flush=True)
+          f"{args.workers} workers per rank; load average before: {load_before:.1f}", flush=True)
     results: dict[tuple[str, int], list[dict]] = {}
+    walls: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="pretrain-data-") as tmp:
         for scale in (1, 4):
             for store in ("memory", "disk"):
-                results[store, scale] = run_arm(store, scale, args, Path(tmp))
+                results[store, scale], walls[store, scale] = run_arm(store, scale, args, Path(tmp))
     header = (f"\n{'store':<8}{'scale':>6}{'slices':>8}{'table MB':>10}{'rank':>6}{'open s':>8}"
               f"{'peak RSS MB':>13}{'RssAnon MB':>12}{'RssFile MB':>12}{'items/s':>9}")
     print(header)
@@ -154,14 +162,29 @@ def main() -> None:
                   f"{r['open_s']:>8.1f}{r['peak_mb']:>13.0f}{r['anon_mb']:>12.0f}{r['file_mb']:>12.0f}"
                   f"{r['items_per_s']:>9.1f}")
     print()
+    growth = {}
     for store in ("memory", "disk"):
-        growth = [results[store, 4][r]["peak_mb"] / results[store, 1][r]["peak_mb"] for r in range(2)]
-        print(f"{store}: peak RSS 4x / 1x per rank: {growth[0]:.2f}, {growth[1]:.2f}")
+        growth[store] = [results[store, 4][r]["peak_mb"] / results[store, 1][r]["peak_mb"] for r in range(2)]
+        print(f"{store}: peak RSS 4x / 1x per rank: {growth[store][0]:.2f}, {growth[store][1]:.2f}")
+    rates = {}
     for scale in (1, 4):
         rate = {s: sum(r["items_per_s"] for r in results[s, scale]) for s in ("memory", "disk")}
+        rates[f"{scale}x"] = {**rate, "disk_vs_memory": rate["disk"] / rate["memory"]}
         print(f"{scale}x: items/s (both ranks) disk {rate['disk']:.1f}, memory {rate['memory']:.1f}, "
               f"disk / memory {rate['disk'] / rate['memory']:.2f}")
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    load_after = os.getloadavg()[0]
+    print(f"load average after: {load_after:.1f}")
+    if args.json:
+        figures = {
+            "scans": [args.scans, 4 * args.scans], "slices": args.slices, "size": args.size,
+            "windows": list(WINDOWS), "image_size": args.image_size, "batch": args.batch,
+            "steps": args.steps, "workers": args.workers, "ranks": 2,
+            "arms": [{"store": store, "scale": scale, "wall_s": walls[store, scale], "ranks": ranks}
+                     for (store, scale), ranks in results.items()],
+            "peak_growth_4x": growth, "items_per_s": rates,
+            "load_before": load_before, "load_after": load_after,
+        }
+        atomic_write_text(args.json, json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

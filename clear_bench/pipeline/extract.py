@@ -82,6 +82,8 @@ class Extraction:
     left_out: list[LeftOut] = field(default_factory=list)
     reports: list[tuple[str, str, ExtractionReport]] = field(default_factory=list)
     """(encoder id, task id, report) of every extraction that ran."""
+    notes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Task id -> scan id -> what reading the scan noted (for any encoder, each note once)."""
 
 
 def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, embed: bool = True,
@@ -120,6 +122,9 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
             log.info("encoder %s x task %s: %s", ref.id, task.ref.id, report.summary())
             result.reports.append((ref.id, task.ref.id, report))
             reports.append(report)
+            for scan_id, notes in report.notes.items():
+                kept = result.notes.setdefault(task.ref.id, {}).setdefault(scan_id, [])
+                kept += [note for note in notes if note not in kept]
             for failure in report.failed:  # the reason names the encoder, not the scan: boards group them
                 where = f" ({failure.file})" if failure.file and failure.file not in failure.error else ""
                 result.failed[task.ref.id].setdefault(failure.scan_id, f"{ref.id}{where}: {failure.error}")

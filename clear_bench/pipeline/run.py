@@ -144,7 +144,13 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
     return TaskInputs(task.ref.id, task.spec.label_type, list(task.data.label_names),
                       {i: task.data.labels[i] for i in ids}, patient_of,
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric,
-                      site_of=task_sites(task.data, ids))
+                      site_of=task_sites(task.data, ids), notes=scan_notes(extraction, task.ref.id, ids))
+
+
+def scan_notes(extraction: Extraction, task_id: str, ids: Sequence[str]) -> dict[str, list[str]]:
+    """What reading the scans ``ids`` of a task noted, by scan id (scans without notes left out)."""
+    found = extraction.notes.get(task_id, {})
+    return {i: list(found[i]) for i in sorted(ids) if found.get(i)}
 
 
 def task_sites(data: TaskData, ids: Sequence[str]) -> dict[str, str] | None:

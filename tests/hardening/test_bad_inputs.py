@@ -78,6 +78,8 @@ BAD_SCANS = {  # scan id -> (file or folder that must be named, what the reason 
     "magic_mha": ("magic_mha.mha", "not a MetaImage header"),
     "dcm_no_pixels": ("dcm_no_pixels/img002.dcm", "no pixel data (PixelData missing)"),
     "dcm_same_position": ("dcm_same_position/", "two slices of the series share one position"),
+    "dcm_sizes": ("dcm_sizes", "slices of one series differ in size: [(8, 8), (16, 16)]"),
+    "dcm_no_position": ("dcm_no_position/", "ImagePositionPatient missing; slices cannot be ordered"),
 }
 NOTED = {  # scan id -> what its note must say (the scan is kept)
     "dcm_uneven": "uneven slice spacing (2.50..6.50 mm); using the median 2.50 mm",
@@ -107,6 +109,11 @@ def _scan_corpus(kit, scans: Path) -> dict[str, int]:
     write_dicom_series(scans / "dcm_no_pixels", hu, without_pixels=2, shuffle_seed=None)
     same = _sorted_by_position(write_dicom_series(scans / "dcm_same_position", hu))
     _rewrite(same[3], ImagePositionPatient=pydicom.dcmread(same[2]).ImagePositionPatient)
+    sizes = write_dicom_series(scans / "dcm_sizes", hu)
+    _rewrite(sizes[1], Rows=8, Columns=8, PixelData=np.zeros((8, 8), np.int16).tobytes())
+    unplaced = pydicom.dcmread(write_dicom_series(scans / "dcm_no_position", hu)[3])
+    del unplaced.ImagePositionPatient
+    unplaced.save_as(unplaced.filename)
 
     nifti, nrrd, mha = ((scans / name).read_bytes() for name in ("case000.nii.gz", "good_nrrd.nrrd",
                                                                   "good_mha.mha"))
@@ -181,15 +188,22 @@ def test_png_folders_without_images_are_left_out(kit, tmp_path: Path) -> None:
     bench.write_text(bench.read_text().replace("name: folder", "name: seed-png"))
     result = kit.run_here("run", bench, "--no-progress")
     assert result.returncode == 0, result.stdout
-    # The HU reference every board carries cannot read pre-windowed PNGs, so every scan fails for it and
-    # the task has no board; run.json still says why each scan failed, per encoder.
-    failures = json.loads((tmp_path / "run" / "run.json").read_text())["failures"]
-    probe = {line.split(": ", 2)[1]: line for line in failures if line.startswith("image-probe / finding: ")}
-    assert sorted(probe) == sorted(bad)
+    left_out = _left_out(tmp_path / "boards")
+    assert sorted(left_out) == sorted(bad)
     for scan_id, named in bad.items():
-        assert named in probe[scan_id] and str(root) in probe[scan_id], probe[scan_id]
-    assert "cannot identify image file" in probe["text_as_png"] and "unreadable PNG" in probe["one_bad"]
-    assert "image-probe x task finding: image-space filter probe (non-learned): 6 extracted" in result.stdout
+        assert named in left_out[scan_id] and str(root) in left_out[scan_id], left_out[scan_id]
+    assert "cannot identify image file" in left_out["text_as_png"] and "unreadable PNG" in left_out["one_bad"]
+    assert _scored(tmp_path / "run") == sorted(labels)
+    # the HU reference reads none of these pre-windowed scans: it sits out this task, saying why, rather
+    # than taking every scan out of every row
+    board = (tmp_path / "boards" / "finding.md").read_text()
+    assert "| image-probe |" in board and "| hu-reference |" not in board
+    reason = json.loads((tmp_path / "run" / "run.json").read_text())["encoders_left_out_of_tasks"]
+    assert list(reason) == ["finding"] and list(reason["finding"]) == ["hu-reference"]
+    assert reason["finding"]["hu-reference"] == (
+        "embedded none of the 9 scans of task finding (6 of them: scan '<scan>' holds pre-windowed images, "
+        "not Hounsfield units; an encoder with input 'hu' cannot read it)")
+    assert f"- `hu-reference` (task finding): {reason['finding']['hu-reference']}" in board
 
 
 # --- label CSVs -------------------------------------------------------------------------------------------
@@ -348,3 +362,29 @@ def test_unusable_checkpoints_leave_out_their_encoder_naming_file_and_field(kit,
     board = (small_folder / "boards-weights" / "finding.md").read_text()
     assert "| hu-reference |" in board
     assert all(f"`{name}`: {path}" in board for name, (path, _) in cases.items())
+
+
+# --- encoders that can read none of a task's scans ---------------------------------------------------------
+
+def test_an_encoder_sits_out_a_task_only_when_another_encoder_reads_its_scans() -> None:
+    from clear_bench.data.scan import ScanFailure
+    from clear_bench.extraction import ExtractionReport
+    from clear_bench.pipeline.extract import Extraction, leave_out_encoders_that_read_nothing
+
+    def report(kept: list[str], failed: list[str]) -> ExtractionReport:
+        failures = [ScanFailure(scan_id, f"scan '{scan_id}' is unreadable") for scan_id in failed]
+        return ExtractionReport("e", "fp32", "cpu", keys={scan_id: "k" for scan_id in kept}, failed=failures)
+
+    mixed = Extraction([], {"t": {"a": "hu: scan 'a' is unreadable", "b": "hu: scan 'b' is unreadable"}},
+                       reports=[("hu", "t", report([], ["a", "b", "c"])),
+                                ("png", "t", report(["a", "b"], ["c"]))])
+    leave_out_encoders_that_read_nothing(mixed)
+    assert mixed.left_out_of_task == {"t": {"hu": "embedded none of the 3 scans of task t (3 of them: scan "
+                                                  "'<scan>' is unreadable)"}}
+    assert mixed.failed == {"t": {"c": "png: scan 'c' is unreadable"}}  # the others' failures only
+
+    everything_fails = {"t": {"a": "x: scan 'a' is unreadable"}}
+    broken = Extraction([], {k: dict(v) for k, v in everything_fails.items()},
+                        reports=[("x", "t", report([], ["a"])), ("y", "t", report([], ["a"]))])
+    leave_out_encoders_that_read_nothing(broken)
+    assert broken.left_out_of_task == {} and broken.failed == everything_fails  # nobody reads them: unchanged

@@ -315,6 +315,12 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
                         "may fall into different folds (set crossval.require_patients to refuse this).")
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
+    if board.scan_notes:
+        lines += ["", "## Scan notes", "",
+                  f"{_count(len(board.scan_notes), 'scan')} on this board came with notes from reading "
+                  "(they are scored as read):", "",
+                  *[f"- {scan_id}: {_escape(note)}" for scan_id, notes in sorted(board.scan_notes.items())
+                    for note in notes]]
     if board.excluded:
         groups = excluded_by_reason(board.excluded)
         lines += ["", "## Scans left out", "",
@@ -322,12 +328,6 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
                   f"leaves them out; by reason:", "", "| scans | reason |", "|---:|---|",
                   *[f"| {len(ids)} | {_escape(reason)} |" for reason, ids in groups], "",
                   *[f"- {item}" for item in sorted(board.excluded)]]
-    if board.scan_notes:
-        lines += ["", "## Scan notes", "",
-                  f"{_count(len(board.scan_notes), 'scan')} on this board came with notes from reading "
-                  "(they are scored as read):", "",
-                  *[f"- {scan_id}: {_escape(note)}" for scan_id, notes in sorted(board.scan_notes.items())
-                    for note in notes]]
     if board.left_out_encoders:
         lines += ["", "## Encoders left out", "", *[f"- {item}" for item in board.left_out_encoders]]
     return "\n".join(lines) + "\n"

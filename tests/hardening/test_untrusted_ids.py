@@ -55,7 +55,7 @@ def test_path_like_ids_cannot_leave_the_run_folders(kit, tmp_path: Path, monkeyp
     roots = [f"a/b/project/{folder}/" for folder in ("run", "cache", "boards")]
     assert written and all(name.startswith(tuple(roots)) for name in written), sorted(written)
     assert not list(Path("/tmp").glob(f"{outside.name}*"))
-    assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "encoder-escaped").exists()
+    assert not (tmp_path / "a" / "escaped").exists() and not (tmp_path / "a" / "encoder-escaped").exists()
     for name in written:  # every name a plain one: no NUL, separator-free parts, no dot-dot parts
         parts = Path(name).parts
         assert all(part not in ("", ".", "..") and "\0" not in part and len(part) <= 160 for part in parts)

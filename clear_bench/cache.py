@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 """Bumped when the layout of an entry file changes (enters every key)."""
 
-RECORDED_ONLY = frozenset({"precision"})
-"""Provenance fields an entry records that are not part of its key: how it was computed, not what of."""
+RECORDED_ONLY = frozenset({"precision", "scan_notes"})
+"""Provenance fields an entry records that are not part of its key: how it was computed (and what reading
+the scan noted), not what of."""
 
 StorageDtype = Literal["float32", "float16"]
 _KEY_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{32}$")
@@ -94,6 +95,8 @@ class EntryStatus:
     state: Literal["valid", "missing", "corrupt"]
     path: Path
     reason: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """A valid entry's provenance."""
 
 
 @dataclass(frozen=True)
@@ -256,10 +259,10 @@ class EmbeddingCache:
         if not path.exists():
             return EntryStatus("missing", path)
         try:
-            self._read(key, path)
+            entry = self._read(key, path)
         except _Corrupt as exc:
             return EntryStatus("corrupt", path, str(exc))
-        return EntryStatus("valid", path)
+        return EntryStatus("valid", path, provenance=entry.provenance)
 
     def contains(self, key: str) -> bool:
         """True when a valid entry exists; a corrupt one is reported and removed (returns False)."""

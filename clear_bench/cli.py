@@ -57,14 +57,25 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
+def _from_plugin(record: logging.LogRecord) -> bool:
+    """Records of plugin packages (``clear_bench_*``), whose loggers sit outside the ``clear_bench`` tree."""
+    return record.name.startswith("clear_bench_")
+
+
 def configure_logging() -> None:
-    """The command line shows the library's INFO messages as plain lines."""
+    """The command line shows the library's INFO messages, and the plugins' warnings, as plain lines."""
     logger = logging.getLogger("clear_bench")
     if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
+        plugins = _StdoutHandler(logging.WARNING)
+        plugins.setFormatter(logging.Formatter("%(message)s"))
+        plugins.addFilter(_from_plugin)
+        root.addHandler(plugins)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

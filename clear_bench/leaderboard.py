@@ -168,6 +168,8 @@ class TaskBoard:
     tuning: dict[str, Any] = field(default_factory=dict)
     """The tuning protocol of the tuned heads: ``heads``, ``protocol`` (one line), ``grid``, ``inner_folds``
     (empty: every head trained with the fixed settings)."""
+    scan_notes: dict[str, list[str]] = field(default_factory=dict)
+    """What reading the board's scans noted, by scan id (the scans are scored; the notes say how)."""
 
     def split_fingerprint(self) -> str:
         return require_same_splits({row.name: row.summary.split_fingerprint for row in self.rows})
@@ -313,6 +315,12 @@ def render_task_board(board: TaskBoard, *, benchmark: str, version: str, provena
                         "may fall into different folds (set crossval.require_patients to refuse this).")
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
+    if board.scan_notes:
+        lines += ["", "## Scan notes", "",
+                  f"{_count(len(board.scan_notes), 'scan')} on this board came with notes from reading "
+                  "(they are scored as read):", "",
+                  *[f"- {scan_id}: {_escape(note)}" for scan_id, notes in sorted(board.scan_notes.items())
+                    for note in notes]]
     if board.excluded:
         groups = excluded_by_reason(board.excluded)
         lines += ["", "## Scans left out", "",
@@ -525,7 +533,8 @@ def _metric_record(summary: Summary, metric: str, label: str = MACRO, prefix: st
 
 def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
     """Every table of a task board as records (numbers unrounded, undefined values ``None``), in the
-    board's order: ``leaderboard``, ``compute``, ``comparisons``, ``auroc_per_label``, ``scans_left_out``."""
+    board's order: ``leaderboard``, ``compute``, ``comparisons``, ``auroc_per_label``, ``scans_left_out``;
+    then, where the board has them, ``scan_notes``, ``label_efficiency``, ``site_held_out``."""
     rows = ranked(board.rows, board.metric)
     metrics = ["auroc", "auprc", "f1_macro", "balanced_accuracy",
                *(name for name, _, _ in board.extra_metrics)]
@@ -556,6 +565,9 @@ def task_tables(board: TaskBoard) -> dict[str, list[dict[str, Any]]]:
                 for reason, ids in excluded_by_reason(board.excluded) for scan_id in ids]
     tables = {"leaderboard": leaderboard, "compute": compute, "comparisons": comparisons,
               "auroc_per_label": per_label, "scans_left_out": left_out}
+    if board.scan_notes:
+        tables["scan_notes"] = [{"scan_id": scan_id, "note": note}
+                                for scan_id, notes in sorted(board.scan_notes.items()) for note in notes]
     efficiency = [{"encoder": row.encoder, "aggregator": row.aggregator, "fraction": p.fraction,
                    "patients": p.patients, "auroc": _nan_none(p.mean), "auroc_ci_low": _nan_none(p.ci_low),
                    "auroc_ci_high": _nan_none(p.ci_high), "draws": p.draws,

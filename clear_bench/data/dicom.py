@@ -222,14 +222,16 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, scan_id
             if len(found) > 1:
                 log.warning("%s holds %d series; reading the largest (%d files)", folder, len(found),
                             len(series.files))
-    volume, spacing, direction, origin = _read_files(series.files, folder)
+    notes: list[str] = []
+    volume, spacing, direction, origin = _read_files(series.files, folder, notes)
     check_finite(volume, folder)
-    scan = Scan(scan_id or series.pseudonym, volume, spacing, direction, origin=origin)
+    scan = Scan(scan_id or series.pseudonym, volume, spacing, direction, origin=origin, notes=notes)
     report_hu_range(scan, folder)
     return scan
 
 
-def _read_files(files: list[Path], folder: Path) -> Arrays:
+def _read_files(files: list[Path], folder: Path, notes: list[str] | None = None) -> Arrays:
+    """The series' volume in LPS; what the scan's user should know (uneven spacing) goes to ``notes``."""
     import pydicom
 
     if len(files) == 1:
@@ -269,8 +271,11 @@ def _read_files(files: list[Path], folder: Path) -> Arrays:
     if len(steps):
         dz = float(np.median(steps))
         if np.max(np.abs(steps - dz)) > 0.1 * dz + 0.05:
-            log.warning("%s: uneven slice spacing (%.2f..%.2f mm); using the median %.2f mm", folder,
-                        float(steps.min()), float(steps.max()), dz)
+            note = (f"uneven slice spacing ({float(steps.min()):.2f}..{float(steps.max()):.2f} mm); "
+                    f"using the median {dz:.2f} mm")
+            log.warning("%s: %s", folder, note)
+            if notes is not None:
+                notes.append(note)
     else:
         first = slices[0][1]
         dz = float(first.get("SpacingBetweenSlices", 0) or first.get("SliceThickness", 1.0) or 1.0)

@@ -64,6 +64,7 @@ class VolumeFileReader:
 
         _check_not_empty(path)
         if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_header(path)
             _check_nifti_complete(path)
             _check_nifti_finite(path)
         elif path.name.lower().endswith((".nrrd", ".nhdr")):
@@ -183,6 +184,27 @@ def _first_files(folder: Path, limit: int = 64) -> Sequence[Path]:
     return out
 
 
+def _check_nifti_header(path: Path) -> None:
+    """nibabel's error for a file without a NIfTI header ("cannot work out file type") names no cause:
+    check that the header is all there (a gzip stream cut inside it) and begins with a NIfTI size."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as handle:
+        stream = gzip.GzipFile(fileobj=handle) if path.name.lower().endswith(".gz") else handle
+        try:
+            head = stream.read(348)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: truncated or corrupt gzip stream ({_first_line(exc)})") from exc
+    if len(head) < 348:
+        where = "gzip stream" if path.name.lower().endswith(".gz") else "NIfTI file"
+        raise DataError(f"{path}: truncated {where}: {len(head)} bytes, shorter than a NIfTI header (348)")
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    if not sizes & {348, 540}:
+        raise DataError(f"{path}: not a NIfTI file (its first field, sizeof_hdr, is not 348 or 540: it "
+                        f"starts with {head[:8]!r})")
+
+
 def _check_nifti_complete(path: Path) -> None:
     """ITK reads a truncated NIfTI without complaint (the missing voxels become zeros), so compare the
     data the header promises with the bytes present: the file size, or a gzip stream's ISIZE trailer."""
@@ -196,6 +218,9 @@ def _check_nifti_complete(path: Path) -> None:
                      int(getattr(header, "single_vox_offset", 352)) + header.extensions.get_sizeondisk())
         expected = int(offset + int(np.prod(shape)) * header.get_data_dtype().itemsize)
     except Exception as exc:
+        damaged = _gzip_damage(path) if path.name.lower().endswith(".gz") else None
+        if damaged:  # nibabel reads past the header to tell NIfTI-1 from 2, and says only that it cannot
+            raise DataError(f"{path}: truncated or corrupt gzip stream ({damaged})") from exc
         raise DataError(f"{path}: not a readable NIfTI file ({_first_line(exc)})") from exc
     size = path.stat().st_size
     if path.name.lower().endswith(".gz"):
@@ -208,6 +233,21 @@ def _check_nifti_complete(path: Path) -> None:
                             "data and header)")
     elif size < expected:
         raise DataError(f"{path}: truncated NIfTI ({size} bytes, the header promises {expected})")
+
+
+def _gzip_damage(path: Path) -> str | None:
+    """Why the gzip stream of ``path`` cannot be read to its end, or ``None`` when it can."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"{_first_line(exc)} after {total} bytes"
+    return None
 
 
 def _check_not_empty(path: Path) -> None:

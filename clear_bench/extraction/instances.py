@@ -94,9 +94,9 @@ class InstanceStream(IterableDataset):
     """Yields ``{"events": [...], "images": Tensor | None, "pos": Tensor | None}`` items.
 
     Events: ``("start", pos, key, provenance, n, slice_index, window_id)`` before the first rows of a scan,
-    ``("cached", pos, key)``, ``("failed", pos, error, file)``, ``("corrupt", pos, reason)``. Rows of one
-    scan come from one worker, in order; ``pos`` names the scan of every row of ``images``. ``precision``
-    is recorded in the provenance of the entries; it is not part of their key.
+    ``("cached", pos, key, scan notes)``, ``("failed", pos, error, file)``, ``("corrupt", pos, reason)``.
+    Rows of one scan come from one worker, in order; ``pos`` names the scan of every row of ``images``.
+    ``precision`` is recorded in the provenance of the entries; it is not part of their key.
 
     With an ``owner``, a scan is claimed for it before it is read (the claim of a ``start`` event is the
     main process's to keep and release); scans claimed by another extraction are put aside and looked at
@@ -156,7 +156,7 @@ class InstanceStream(IterableDataset):
             if not self.force:
                 status = self.cache.inspect(key)
                 if status.state == "valid":
-                    return [("cached", job.pos, key)], None
+                    return [("cached", job.pos, key, entry_notes(status.provenance))], None
                 if status.state == "corrupt":
                     problem = self.cache.discard(key, status.reason)
                     events.append(("corrupt", job.pos, str(problem)))
@@ -164,9 +164,10 @@ class InstanceStream(IterableDataset):
                 if not self.cache.claim(key, self.owner):
                     return events, _BUSY
                 claimed = key
-                if not self.force and self.cache.inspect(key).state == "valid":  # finished meanwhile
+                status = None if self.force else self.cache.inspect(key)
+                if status is not None and status.state == "valid":  # finished meanwhile
                     self.cache.release(key, self.owner)
-                    return [*events, ("cached", job.pos, key)], None
+                    return [*events, ("cached", job.pos, key, entry_notes(status.provenance))], None
             scan = self.source.load(job.scan_id)
             images, slice_index, window_id = make_instances(scan, self.plan, self.preprocessing,
                                                             self.input_kind)
@@ -178,7 +179,7 @@ class InstanceStream(IterableDataset):
                     self.cache.release(claimed, self.owner)
             events.append(("failed", job.pos, describe_error(exc), scan_location(self.source, job.scan_id)))
             return events, None
-        provenance = {**address, "precision": self.precision}
+        provenance = {**address, "precision": self.precision, "scan_notes": list(scan.notes)}
         return events, (key, provenance, images, slice_index, window_id)
 
 
@@ -239,6 +240,12 @@ class Batcher:
         item["images"] = torch.from_numpy(np.ascontiguousarray(batch))
         item["pos"] = torch.from_numpy(np.concatenate(positions))
         yield item
+
+
+def entry_notes(provenance: dict[str, Any]) -> list[str]:
+    """The scan notes a cache entry's provenance records (none in entries written before they were)."""
+    notes = provenance.get("scan_notes") or []
+    return [str(note) for note in notes] if isinstance(notes, list) else []
 
 
 def identity(item: Any) -> Any:

@@ -32,7 +32,7 @@ from clear_bench.extraction.device import (
     resolve_device,
     use_channels_last,
 )
-from clear_bench.extraction.instances import InstanceStream, Job, describe_error, identity
+from clear_bench.extraction.instances import InstanceStream, Job, describe_error, entry_notes, identity
 from clear_bench.specs import Encoder, ScanSource
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ class ExtractionReport:
     keys: dict[str, str] = field(default_factory=dict)
     recomputed: list[str] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    """What reading each scan noted (uneven spacing, series chosen...), kept in its entry's provenance so
+    that a scan served from the cache still has them."""
     instances: int = 0
     forward_calls: int = 0
     forward_seconds: float = 0.0
@@ -133,7 +136,9 @@ def extract(
     started = time.perf_counter()
     mine = ids[rank::world]
     if not force:  # served entries need no model, no workers and no scan reading
-        keys = {scan_id: _valid_key(cache, encoder, source, plan, scan_id) for scan_id in mine}
+        found = {scan_id: _valid_key(cache, encoder, source, plan, scan_id) for scan_id in mine}
+        keys = {scan_id: key for scan_id, (key, _) in found.items()}
+        report.notes.update({scan_id: notes for scan_id, (_, notes) in found.items() if notes})
         report.keys.update({scan_id: key for scan_id, key in keys.items() if key})
         report.cached.extend(scan_id for scan_id, key in keys.items() if key)
         mine = [scan_id for scan_id, key in keys.items() if not key]
@@ -222,27 +227,31 @@ def extract(
     return report
 
 
-_VERIFIED: dict[Path, tuple[int, int, int]] = {}
-"""Entries this process has verified, with (inode, size, mtime) then: a rewritten file is checked again."""
+_VERIFIED: dict[Path, tuple[tuple[int, int, int], list[str]]] = {}
+"""Entries this process has verified, with (inode, size, mtime) then and their scan notes: a rewritten file
+is checked again."""
 
 
 def _valid_key(cache: EmbeddingCache, encoder: Encoder, source: ScanSource, plan: SlicePlan,
-               scan_id: str) -> str | None:
-    """The key of the valid cache entry of ``scan_id``, or ``None`` (missing, corrupt, unreadable id: the
-    worker that embeds it reports why)."""
+               scan_id: str) -> tuple[str | None, list[str]]:
+    """The key of the valid cache entry of ``scan_id`` and its scan notes, or ``(None, [])`` (missing,
+    corrupt, unreadable id: the worker that embeds it reports why)."""
     try:
         key = cache.key(encoder_description(encoder), plan, scan_id, source.fingerprint(scan_id))
         path = cache.path(key)
         stat = path.stat()
     except Exception:
-        return None
+        return None, []
     seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if _VERIFIED.get(path) == seen:
-        return key
-    if cache.inspect(key).state != "valid":
-        return None
-    _VERIFIED[path] = seen
-    return key
+    verified = _VERIFIED.get(path)
+    if verified is not None and verified[0] == seen:
+        return key, list(verified[1])
+    status = cache.inspect(key)
+    if status.state != "valid":
+        return None, []
+    notes = entry_notes(status.provenance)
+    _VERIFIED[path] = (seen, notes)
+    return key, list(notes)
 
 
 def _handle_event(event: tuple[Any, ...], jobs: list[Job], pending: dict[int, _Pending],
@@ -252,11 +261,15 @@ def _handle_event(event: tuple[Any, ...], jobs: list[Job], pending: dict[int, _P
     if kind == "start":
         _, _, key, provenance, total, slice_index, window_id = event
         claims.hold(key)
+        if provenance.get("scan_notes"):
+            report.notes[scan_id] = list(provenance["scan_notes"])
         pending[pos] = _Pending(scan_id, key, provenance, total, np.asarray(slice_index),
                                 np.asarray(window_id))
     elif kind == "cached":
         report.cached.append(scan_id)
         report.keys[scan_id] = event[2]
+        if event[3]:
+            report.notes[scan_id] = list(event[3])
         bar.update(1)
     elif kind == "failed":
         failure = ScanFailure(scan_id, event[2], event[3])

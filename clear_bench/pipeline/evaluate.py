@@ -88,6 +88,8 @@ class TaskInputs:
     """The primary metric: it ranks the rows and is the one compared."""
     site_of: dict[str, str] | None = None
     """The acquisition site of every scan, when the source knows it."""
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    """What reading the scans noted (uneven spacing, series chosen...), by scan id; those scans are kept."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,8 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                       permutations=protocol.permutations, pairs=matrix,
                       null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads),
                       fraction_draws=draws if curve_heads else 0, sites=sites if held_out else [],
-                      tuning=_tuning_note(protocol.tuning, tuned_heads))
+                      tuning=_tuning_note(protocol.tuning, tuned_heads),
+                      scan_notes={i: list(inputs.notes[i]) for i in sorted(ids) if inputs.notes.get(i)})
     return TaskResult(board, cells, task_dir)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from clear_bench.atomic import atomic_write_text
 from clear_bench.cache import EmbeddingCache, encoder_description
 from clear_bench.components import build_encoder
+from clear_bench.data.scan import ScanFailure
 from clear_bench.data.slices import SlicePlan
 from clear_bench.errors import UnusableWeightsError, WeightsNotFoundError
 from clear_bench.evaluation.bags import Bag
@@ -82,6 +84,11 @@ class Extraction:
     left_out: list[LeftOut] = field(default_factory=list)
     reports: list[tuple[str, str, ExtractionReport]] = field(default_factory=list)
     """(encoder id, task id, report) of every extraction that ran."""
+    notes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Task id -> scan id -> what reading the scan noted (for any encoder, each note once)."""
+    left_out_of_task: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Task id -> encoder id -> why that encoder takes no part in the task (it could embed none of its
+    scans, which others could: an HU encoder on pre-windowed PNG slices)."""
 
 
 def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, embed: bool = True,
@@ -120,9 +127,11 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
             log.info("encoder %s x task %s: %s", ref.id, task.ref.id, report.summary())
             result.reports.append((ref.id, task.ref.id, report))
             reports.append(report)
-            for failure in report.failed:  # the reason names the encoder, not the scan: boards group them
-                where = f" ({failure.file})" if failure.file and failure.file not in failure.error else ""
-                result.failed[task.ref.id].setdefault(failure.scan_id, f"{ref.id}{where}: {failure.error}")
+            for scan_id, notes in report.notes.items():
+                kept = result.notes.setdefault(task.ref.id, {}).setdefault(scan_id, [])
+                kept += [note for note in notes if note not in kept]
+            for failure in report.failed:
+                result.failed[task.ref.id].setdefault(failure.scan_id, failure_reason(ref.id, failure))
                 result.failures.append(f"{ref.id} / {task.ref.id}: {failure}")
         cache_key = stable_hash(description, 16)
         measured = throughput(cache.root / cache_key / THROUGHPUT_FILE, reports)
@@ -139,7 +148,42 @@ def extract_embeddings(plan: RunPlan, cache: EmbeddingCache, device: str, *, emb
             windows=list(slice_plan.windows) if slice_plan.input == "windowed" else [])
         result.records.append(EncoderRecord(planned, encoder, slice_plan, compute, cache_key))
         gc.collect()
+    leave_out_encoders_that_read_nothing(result)
     return result
+
+
+def failure_reason(encoder_id: str, failure: ScanFailure) -> str:
+    """Why a scan is left out of its task: the encoder, the file when the error does not name it, the
+    error (the reason names no scan, so that boards can group scans by reason)."""
+    where = f" ({failure.file})" if failure.file and failure.file not in failure.error else ""
+    return f"{encoder_id}{where}: {failure.error}"
+
+
+def leave_out_encoders_that_read_nothing(result: Extraction) -> None:
+    """An encoder that embedded none of a task's scans, where another encoder embedded some, is left out of
+    that task instead of taking every scan of it out of every row; its failures stay on record. (Under
+    ``torchrun`` each rank sees only its share, so the rule is not applied there.)"""
+    runs: dict[str, list[tuple[str, ExtractionReport]]] = {}
+    for encoder_id, task_id, report in result.reports:
+        runs.setdefault(task_id, []).append((encoder_id, report))
+    for task_id, reports in runs.items():
+        useless = {encoder_id: report for encoder_id, report in reports
+                   if report.failed and not report.keys and report.world_size == 1}
+        if not useless or not any(report.keys for _, report in reports):
+            continue
+        for encoder_id, report in useless.items():
+            errors = Counter(f.error.replace(f"'{f.scan_id}'", "'<scan>'") for f in report.failed)
+            error, count = errors.most_common(1)[0]
+            why = (f"embedded none of the {len(report.failed)} scans of task {task_id} ({count} of them: "
+                   f"{error})")
+            result.left_out_of_task.setdefault(task_id, {})[encoder_id] = why
+            log.warning("encoder %s: left out of task %s, it %s", encoder_id, task_id, why)
+        failed: dict[str, str] = {}
+        for encoder_id, report in reports:
+            if encoder_id not in useless:
+                for failure in report.failed:
+                    failed.setdefault(failure.scan_id, failure_reason(encoder_id, failure))
+        result.failed[task_id] = failed
 
 
 THROUGHPUT_FILE = "throughput.json"

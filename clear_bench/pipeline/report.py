@@ -256,6 +256,7 @@ def write_task_results(result: TaskResult, attention: AttentionScans | None = No
         **({"tuning": board.tuning} if board.tuning else {}),
         "extra_metrics": [list(m) for m in board.extra_metrics],
         "split_fingerprint": board.split_fingerprint(), "excluded": board.excluded, "cells": index,
+        **({"scan_notes": board.scan_notes} if board.scan_notes else {}),
     }), indent=1, sort_keys=True))
     comparisons = [asdict(c) for c in board.comparisons]
     atomic_write_text(folder / "comparisons.json", json.dumps(_finite(comparisons), indent=1, sort_keys=True))
@@ -328,7 +329,8 @@ def load_task(results_dir: Path, left_out: Sequence[str] = ()) -> StoredTask:
                       null_heads=list(index["null_heads"]),
                       pairs=[PairedComparison.from_dict(c) for c in read("pairs.json")],
                       left_out_encoders=list(left_out), fraction_draws=int(index.get("fraction_draws", 0)),
-                      sites=list(index.get("sites", [])), tuning=dict(index.get("tuning") or {}))
+                      sites=list(index.get("sites", [])), tuning=dict(index.get("tuning") or {}),
+                      scan_notes={k: list(v) for k, v in index.get("scan_notes", {}).items()})
     shown = read("attention.json")
     return StoredTask(board, plots, AttentionScans(list(shown["scan_ids"]), dict(shown["lesion_slices"])))
 
@@ -406,7 +408,8 @@ def transfer_files(board: TransferBoard, *, benchmark: str, version: str,
 TABLE_FILES = {"leaderboard": "", "compute": ".compute", "comparisons": ".comparisons",
                "auroc_per_label": ".auroc-per-label", "scans_left_out": ".scans-left-out",
                "overall": "", "encoders_left_out": ".encoders-left-out",
-               "label_efficiency": ".label-efficiency", "site_held_out": ".site-held-out"}
+               "label_efficiency": ".label-efficiency", "site_held_out": ".site-held-out",
+               "scan_notes": ".scan-notes"}
 """The CSV of each table beside a board: ``<board><suffix>.csv``."""
 
 
@@ -435,6 +438,8 @@ def task_files(task: StoredTask, *, benchmark: str, version: str, provenance: st
         board.files["label efficiency (CSV)"] = f"{stem}.label-efficiency.csv"
     if "site_held_out" in tables:
         board.files["site held out (CSV)"] = f"{stem}.site-held-out.csv"
+    if "scan_notes" in tables:
+        board.files["scan notes (CSV)"] = f"{stem}.scan-notes.csv"
     board.figures = {}
     for title, suffix, data in task_plots(task, plots or PlotCache(None)):
         files[f"{stem}.{suffix}.png"] = data

@@ -2,7 +2,8 @@
 
 Everything it computes is content-addressed (the embedding cache, the splits, each fold's result), so a
 rerun recomputes exactly what changed and an interrupted run resumes. A scan that fails for any encoder
-is left out of that task for every encoder, so all rows of a board are scored on the same patients.
+is left out of that task for every encoder, so all rows of a board are scored on the same patients; an
+encoder that can embed none of a task's scans (while another can) sits out that task instead.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     results, attention, embedding_sets = [], {}, {}
     for task in plan.tasks:
         inputs = task_inputs(task, extraction)
-        sources = [CachedBags(cache, r, task.data.source) for r in extraction.records]
+        absent = extraction.left_out_of_task.get(task.ref.id, {})
+        sources = [CachedBags(cache, r, task.data.source) for r in extraction.records if r.id not in absent]
         metrics = registry.metrics_for(task.spec.label_type)
         result = evaluate_task(inputs, sources, plan.heads, protocol, metrics,
                                task_folder(config.output_dir, task.ref.id))
@@ -92,6 +94,8 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
                                    config.output_dir))
         timings[f"transfer:{pair.name}"], tick = time.perf_counter() - tick, time.perf_counter()
     left_out = [f"`{item.encoder_id}`: {item.reason}" for item in extraction.left_out]
+    left_out += [f"`{encoder_id}` (task {task_id}): {why}" for task_id, absent in
+                 extraction.left_out_of_task.items() for encoder_id, why in absent.items()]
     manifest = _manifest(config, plan, extraction, protocol, results, embedding_sets, timings)
     boards = write_report(results, benchmark=config.name, run_dir=config.output_dir,
                           leaderboard_dirs=[config.leaderboard_dir], left_out=left_out, manifest=manifest,
@@ -102,8 +106,11 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     _record_timings(config.output_dir / "run.json", timings)
     for path in boards:
         log.info("leaderboard: %s", path)
-    return RunResult(config.output_dir, boards, results, [str(item) for item in extraction.left_out],
-                     extraction.failures)
+    return RunResult(config.output_dir, boards, results,
+                     [*(str(item) for item in extraction.left_out),
+                      *(f"encoder {encoder_id} left out of task {task_id}: {why}"
+                        for task_id, absent in extraction.left_out_of_task.items()
+                        for encoder_id, why in absent.items())], extraction.failures)
 
 
 def _transfer(pair: TransferRef, plan: RunPlan, extraction: Extraction, cache: EmbeddingCache,
@@ -144,7 +151,13 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
     return TaskInputs(task.ref.id, task.spec.label_type, list(task.data.label_names),
                       {i: task.data.labels[i] for i in ids}, patient_of,
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric,
-                      site_of=task_sites(task.data, ids))
+                      site_of=task_sites(task.data, ids), notes=scan_notes(extraction, task.ref.id, ids))
+
+
+def scan_notes(extraction: Extraction, task_id: str, ids: Sequence[str]) -> dict[str, list[str]]:
+    """What reading the scans ``ids`` of a task noted, by scan id (scans without notes left out)."""
+    found = extraction.notes.get(task_id, {})
+    return {i: list(found[i]) for i in sorted(ids) if found.get(i)}
 
 
 def task_sites(data: TaskData, ids: Sequence[str]) -> dict[str, str] | None:
@@ -229,5 +242,6 @@ def _manifest(config: BenchmarkConfig, plan: RunPlan, extraction: Extraction, pr
         "split_fingerprints": {r.board.task: sorted({run.split_fingerprint for cell in r.cells
                                                      for run in cell.results}) for r in results},
         "encoders_left_out_reasons": {item.encoder_id: item.reason for item in extraction.left_out},
+        "encoders_left_out_of_tasks": extraction.left_out_of_task,
         "failures": [*(str(item) for item in extraction.left_out), *extraction.failures],
     }

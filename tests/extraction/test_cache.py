@@ -97,11 +97,12 @@ def test_the_key_is_the_same_whatever_precision_or_machine_computed_the_entry(tm
     plan = slice_plan_for(encoder)
     address = cache.describe(encoder, plan, "s1", "abc")
     assert "precision" not in address and "device" not in address
-    assert set(RECORDED_ONLY) == {"precision"}
+    assert set(RECORDED_ONLY) == {"precision", "scan_notes"}
     key = cache.key(encoder, plan, "s1", "abc")
     assert key == cache.key_of(address)
     for precision in ("bf16", "fp32"):
         assert cache.key_of({**address, "precision": precision}) == key
+    assert cache.key_of({**address, "scan_notes": ["uneven slice spacing"]}) == key
     with pytest.raises(TypeError):
         cache.key(encoder, plan, "s1", "abc", precision="bf16")  # not an input of the key any more
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 
 from clear_bench.data.files import safe_id, scan_stem
 from clear_bench.errors import DataError
+
+log = logging.getLogger(__name__)
 
 _TRUE = {"1", "1.0", "true", "yes", "y", "positive", "pos", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "negative", "neg", "f"}
@@ -108,12 +111,23 @@ def binary_labels(path: str | Path, id_column: str, columns: Sequence[str], know
     require_columns(path, header, [id_column, *columns])
     joined = _join(path, rows, id_column, known_ids, missing)
     labels: dict[str, np.ndarray] = {}
+    unlabelled = []
     for line, scan_id, row in joined:
-        cells = [row[c] for c in columns]
-        if any(is_missing(cell) for cell in cells):
+        empty = [c for c in columns if is_missing(row[c])]
+        if empty:
+            unlabelled.append(f"line {line} ('{scan_id}'): {', '.join(empty)}")
             continue
         labels[scan_id] = np.array([_binary(path, line, c, row[c]) for c in columns], dtype=np.float32)
+    _warn_unlabelled(path, unlabelled)
     return labels
+
+
+def _warn_unlabelled(path: Path, unlabelled: list[str]) -> None:
+    """Say which rows an empty label cell leaves out (they are not an error: clinical data has gaps)."""
+    if unlabelled:
+        more = len(unlabelled) - 5
+        shown = "; ".join(unlabelled[:5]) + (f"; and {more} more" if more > 0 else "")
+        log.warning("%s: %d row(s) left out for an empty label cell: %s", path, len(unlabelled), shown)
 
 
 def class_labels(path: str | Path, id_column: str, column: str, known_ids: Iterable[str],
@@ -125,11 +139,14 @@ def class_labels(path: str | Path, id_column: str, column: str, known_ids: Itera
     require_columns(path, header, [id_column, column])
     joined = _join(path, rows, id_column, known_ids, missing)
     values: dict[str, str] = {}
+    unlabelled = []
     for line, scan_id, row in joined:
         cell = row[column]
         if is_missing(cell):
+            unlabelled.append(f"line {line} ('{scan_id}'): {column}")
             continue
         values[scan_id] = _stage(path, line, column, cell) if parse == "stage" else cell
+    _warn_unlabelled(path, unlabelled)
     if parse == "stage":
         names = list(classes or ("I", "II", "III", "IV"))
     else:

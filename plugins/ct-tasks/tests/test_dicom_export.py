@@ -510,5 +510,12 @@ crossval: {folds: 2, epochs: 2, patience: 1, bootstrap: 20, batch_size: 4, permu
     assert re.search(r"- truncated.*truncated\.nii\.gz.*(truncated|corrupt)", left_out)
     assert re.search(r"- nan.*nan\.nii\.gz: 4 NaN voxel\(s\) of 8192", left_out)
     assert "pat_1" not in left_out and "case0" not in left_out and "reports" not in left_out
-    assert not any(raw in board for raw in RAW_IDS)
-    assert re.search(r"\d+ scan extraction\(s\) failed", capsys.readouterr().err)
+    printed = capsys.readouterr()
+    assert re.search(r"\d+ scan extraction\(s\) failed", printed.err)
+    # no identifier of the DICOM patient (with its RTSTRUCT and SEG) in any file the run wrote, nor printed
+    written = [p for folder in ("run", "cache", "boards") for p in (tmp_path / folder).rglob("*")
+               if p.is_file()]
+    assert {".h5", ".json", ".csv", ".md", ".png", ".npz"} <= {p.suffix for p in written}
+    raw_bytes = [raw.lower().encode() for raw in RAW_IDS]
+    assert not [(str(p), raw) for p in written for raw in raw_bytes if raw in p.read_bytes().lower()]
+    assert not any(raw in (printed.out + printed.err).lower().encode() for raw in raw_bytes)

@@ -97,6 +97,14 @@ def read_encoder_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    state = payload["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
+        raise CheckpointError(f"{path}: field 'state_dict' is a {type(state).__name__}, expected a mapping "
+                              "of parameter names to tensors")
+    not_tensors = [key for key, value in state.items() if not isinstance(value, Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: field 'state_dict': {_short(not_tensors)} hold(s) a "
+                              f"{type(state[not_tensors[0]]).__name__}, not a tensor")
     payload["sha256"] = hashlib.sha256(data).hexdigest()
     payload["path"] = str(path)
     return payload
@@ -129,8 +137,9 @@ def load_encoder_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]
             f"missing keys {_short(missing)}; unexpected keys {_short(unexpected)}")
     try:
         model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"{path}: state_dict does not match arch {payload['arch']!r}: {exc}") from exc
+    except RuntimeError as exc:  # shape mismatches; torch's message spans lines
+        raise CheckpointError(f"{path}: state_dict does not match arch {payload['arch']!r}: "
+                              f"{' '.join(str(exc).split())}") from exc
     return model.eval(), payload
 
 

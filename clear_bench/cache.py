@@ -251,6 +251,21 @@ class EmbeddingCache:
             if holder is not None and holder.token == owner.token:
                 claim_path.unlink()
 
+    def tidy(self, key: str) -> None:
+        """Clear what a killed writer left beside the valid entry ``key``: its lock file (a lock whose
+        holder died holds nothing, so taking it is safe; release removes the file) and a stale claim. Call
+        without holding the entry's lock."""
+        path = self.path(key)
+        claim_path = self.claim_path(key)
+        if not path.with_name(path.name + ".lock").exists() and not claim_path.exists():
+            return
+        with self.lock(key):
+            holder = _read_claim(claim_path)
+            reason = "unreadable" if holder is None else holder.stale_reason(claim_path, self.claim_timeout_s)
+            if claim_path.exists() and reason is not None:
+                log.info("stale claim beside the valid cache entry %s cleared: %s", path, reason)
+                claim_path.unlink()
+
     # --- reading ----------------------------------------------------------------------------------------
 
     def inspect(self, key: str) -> EntryStatus:

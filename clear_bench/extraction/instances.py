@@ -156,6 +156,7 @@ class InstanceStream(IterableDataset):
             if not self.force:
                 status = self.cache.inspect(key)
                 if status.state == "valid":
+                    self.cache.tidy(key)
                     return [("cached", job.pos, key, entry_notes(status.provenance))], None
                 if status.state == "corrupt":
                     problem = self.cache.discard(key, status.reason)

@@ -249,6 +249,7 @@ def _valid_key(cache: EmbeddingCache, encoder: Encoder, source: ScanSource, plan
     status = cache.inspect(key)
     if status.state != "valid":
         return None, []
+    cache.tidy(key)
     notes = entry_notes(status.provenance)
     _VERIFIED[path] = (seen, notes)
     return key, list(notes)

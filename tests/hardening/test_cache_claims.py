@@ -136,3 +136,22 @@ def test_a_written_entry_leaves_neither_lock_nor_claim_and_heartbeats_keep_a_cla
     assert not cache.claim_path(other).exists()  # released when the extraction ends
     leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     assert leftovers == [cache.path(KEY).name]
+
+
+def test_what_a_killed_writer_left_beside_a_valid_entry_is_tidied_and_a_live_claim_is_kept(tmp_path):
+    """Killed between the entry's rename and the release of its lock and claim: a later run that finds the
+    entry valid clears both; a claim whose owner is alive stays."""
+    cache = EmbeddingCache(tmp_path)
+    cache.put(KEY, np.ones((2, 3), np.float32), np.arange(2), np.zeros(2), {"scan_id": "s"})
+    lock_file = cache.path(KEY).with_name(cache.path(KEY).name + ".lock")
+    lock_file.write_text("")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = replace(ClaimOwner.current(), pid=dead.pid, token="dead")
+    cache.claim_path(KEY).write_text(json.dumps(gone.__dict__))
+    cache.tidy(KEY)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [cache.path(KEY).name]
+    alive = ClaimOwner.current()
+    assert cache.claim(KEY, alive)
+    cache.tidy(KEY)
+    assert cache.claim_holder(KEY) == alive and not lock_file.exists()

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from clear_bench.errors import UnusableWeightsError, UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
+from clear_bench_foundation.volumes import foreground_box
 from clear_bench_foundation.weights import existing_file, hub_file, refuse_remote_code, sha256_file
 
 HU_RANGE = (-1024.0, 2048.0)
@@ -53,15 +54,8 @@ class CTFMEncoder(nn.Module):
 def crop_foreground(volume: Tensor) -> Tensor:
     """``[C, D, H, W]`` cropped to the bounding box of its voxels above 0 (MONAI's CropForeground default);
     a volume without any is kept whole."""
-    mask = (volume > 0).any(dim=0)
-    if not bool(mask.any()):
-        return volume
-    bounds = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(mask.any(dim=others)).flatten()
-        bounds.append(slice(int(present[0]), int(present[-1]) + 1))
-    return volume[:, bounds[0], bounds[1], bounds[2]]
+    box = foreground_box((volume > 0).any(dim=0))
+    return volume if box is None else volume[(slice(None), *box)]
 
 
 def how_to_get(hub_id: str) -> str:

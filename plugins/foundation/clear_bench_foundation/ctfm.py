@@ -24,7 +24,13 @@ from torch import Tensor, nn
 from clear_bench.errors import UnusableWeightsError, UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
 from clear_bench_foundation.volumes import foreground_box
-from clear_bench_foundation.weights import existing_file, hub_file, refuse_remote_code, sha256_file
+from clear_bench_foundation.weights import (
+    existing_file,
+    hub_file,
+    load_strict,
+    refuse_remote_code,
+    sha256_file,
+)
 
 HU_RANGE = (-1024.0, 2048.0)
 ARCHITECTURE = {"spatial_dims": 3, "in_channels": 1, "init_filters": 32, "blocks_down": (1, 2, 2, 4, 4)}
@@ -106,15 +112,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
                                    f"{exc})") from exc
     if any(key.startswith("encoder.") for key in state):
         state = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise UnusableWeightsError(f"{path}: does not match CT-FM's SegResEncoder: missing keys "
-                                   f"{missing[:6] or 'none'}; unexpected keys {unexpected[:6] or 'none'}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UnusableWeightsError(f"{path}: does not match CT-FM's SegResEncoder: {exc}") from exc
+    load_strict(model, state, f"{path}: does not match CT-FM's SegResEncoder")
 
 
 def build(options: Mapping[str, Any], declared: Mapping[str, Any]) -> Encoder:

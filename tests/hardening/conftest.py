@@ -7,8 +7,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -112,6 +115,26 @@ def start_clear_bench(*args: str | Path, cwd: Path, log: Path) -> subprocess.Pop
                             stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def kill_when(config: Path, cwd: Path, log: Path, reached: Callable[[], bool]) -> None:
+    """Start ``clear-bench run CONFIG`` and SIGKILL its process group as soon as ``reached()`` (polled);
+    fails the test when the run ends or three minutes pass first."""
+    with log.open("wb") as handle:
+        run = subprocess.Popen([sys.executable, "-m", "clear_bench", "run", str(config), "--no-progress"],
+                               cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+        deadline = time.monotonic() + 180
+        try:
+            while not reached():
+                if run.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the kill point was not reached (exit {run.poll()}): "
+                                f"{log.read_text()[-2000:]}")
+                time.sleep(0.005)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == -signal.SIGKILL
+
+
 def boards(folder: Path) -> dict[str, str]:
     """Every board of a leaderboard folder, by file name, measured costs blanked (they differ by run)."""
     return {path.name: mask_measured(path.read_text()) for path in sorted(folder.glob("*.md"))}
@@ -122,4 +145,5 @@ def kit() -> SimpleNamespace:
     """The helpers above, for the test modules (a conftest cannot be imported under importlib mode)."""
     return SimpleNamespace(ct_volume=ct_volume, write_volume=write_volume, write_cohort=write_cohort,
                            write_labels=write_labels, bench_yaml=bench_yaml, clear_bench=clear_bench,
-                           run_here=run_here, start_clear_bench=start_clear_bench, boards=boards)
+                           run_here=run_here, start_clear_bench=start_clear_bench, kill_when=kill_when,
+                           boards=boards)

@@ -7,12 +7,6 @@ the test waits until the count is reached and checks afterwards that the stage w
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,24 +39,6 @@ def _folds(out: Path) -> list[Path]:
     return list(out.glob("tasks/*/folds/*.npz"))
 
 
-def _kill_when(config: Path, cwd: Path, log: Path, reached: Callable[[], bool]) -> None:
-    """Start ``clear-bench run CONFIG`` and SIGKILL its process group as soon as ``reached()``."""
-    with log.open("wb") as handle:
-        run = subprocess.Popen([sys.executable, "-m", "clear_bench", "run", str(config), "--no-progress"],
-                               cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-        deadline = time.monotonic() + 180
-        try:
-            while not reached():
-                if run.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the kill point was not reached (exit {run.poll()}): "
-                                f"{log.read_text()[-2000:]}")
-                time.sleep(0.01)
-        finally:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    assert run.returncode == -signal.SIGKILL
-
 
 def _nothing_corrupt(cache: Path, out: Path) -> None:
     """Every file under a final name is whole: cache entries validate, fold results load."""
@@ -91,7 +67,7 @@ def test_sigkill_during_extraction_and_crossval_then_rerun_gives_the_uninterrupt
               for n in (SCANS + 2, SCANS + 5, SCANS + 9)]
     points += [("crossval", lambda n=n: len(_folds(out)) >= n) for n in (1, 3, 5)]
     for index, (stage, reached) in enumerate(points):
-        _kill_when(config, folder, folder / f"killed-{index}.log", reached)
+        kit.kill_when(config, folder, folder / f"killed-{index}.log", reached)
         _nothing_corrupt(cache, out)
         if stage == "extraction":
             assert len(_entries(cache)) < total_entries and not _folds(out)  # cut short while embedding

@@ -7,12 +7,6 @@ boards."""
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,22 +53,6 @@ def _states(folder: Path) -> list[Path]:
     return sorted(folder.glob("*/*-checkpoint_*.pth.tar"))
 
 
-def _kill_when(config: Path, cwd: Path, log: Path, reached: Callable[[], bool]) -> None:
-    with log.open("wb") as handle:
-        run = subprocess.Popen([sys.executable, "-m", "clear_bench", "run", str(config), "--no-progress"],
-                               cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-        deadline = time.monotonic() + 180
-        try:
-            while not reached():
-                if run.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the kill point was not reached (exit {run.poll()}): "
-                                f"{log.read_text()[-2000:]}")
-                time.sleep(0.005)
-        finally:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     (encoder,) = folder.glob("*/*-encoder.pt")
@@ -95,7 +73,7 @@ def test_sigkill_during_pretraining_then_rerun_trains_the_uninterrupted_weights_
         ("in the middle of the last epoch", lambda: _steps_logged(ckpt) >= 7, (7, 8), 2),
     ]
     for index, (where, reached, steps, states) in enumerate(points):
-        _kill_when(config, tmp_path, tmp_path / f"killed-{index}.log", reached)
+        kit.kill_when(config, tmp_path, tmp_path / f"killed-{index}.log", reached)
         assert steps[0] <= _steps_logged(ckpt) <= steps[1], where
         assert len(_states(ckpt)) == states, where
         assert not list(ckpt.glob("*/*-encoder.pt")) and not (tmp_path / "boards-killed").exists(), where

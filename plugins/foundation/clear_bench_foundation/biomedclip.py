@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from clear_bench.errors import ConfigError, UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
 from clear_bench_foundation.catalog import BIOMEDCLIP_HUB_ID as HUB_ID
-from clear_bench_foundation.weights import existing_file, hub_file, sha256_file
+from clear_bench_foundation.weights import existing_file, hub_file, load_strict, sha256_file
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -88,15 +88,7 @@ def load_visual_weights(tower: nn.Module, weights_file: Path) -> None:
     visual = {key[len("visual."):]: value for key, value in state.items() if key.startswith("visual.")}
     if not visual:
         raise UserError(f"{weights_file}: no 'visual.*' tensors (not an open_clip CLIP checkpoint)")
-    expected = set(tower.state_dict())
-    missing, unexpected = sorted(expected - set(visual)), sorted(set(visual) - expected)
-    if missing or unexpected:
-        raise UserError(f"{weights_file}: vision tower does not match the config: missing keys "
-                        f"{missing[:8] or 'none'}; unexpected keys {unexpected[:8] or 'none'}")
-    try:
-        tower.load_state_dict(visual, strict=True)
-    except RuntimeError as exc:
-        raise UserError(f"{weights_file}: vision tower does not match the config: {exc}") from exc
+    load_strict(tower, visual, f"{weights_file}: vision tower does not match the config", UserError)
 
 
 def _find_weights(folder: Path) -> Path:

@@ -23,7 +23,14 @@ from torch import Tensor, nn
 
 from clear_bench.errors import UnusableWeightsError, UserError, WeightsNotFoundError
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
-from clear_bench_foundation.weights import existing_file, hub_file, refuse_remote_code, sha256_file
+from clear_bench_foundation.volumes import foreground_box
+from clear_bench_foundation.weights import (
+    existing_file,
+    hub_file,
+    load_strict,
+    refuse_remote_code,
+    sha256_file,
+)
 
 HU_RANGE = (-1024.0, 2048.0)
 ARCHITECTURE = {"spatial_dims": 3, "in_channels": 1, "init_filters": 32, "blocks_down": (1, 2, 2, 4, 4)}
@@ -53,15 +60,8 @@ class CTFMEncoder(nn.Module):
 def crop_foreground(volume: Tensor) -> Tensor:
     """``[C, D, H, W]`` cropped to the bounding box of its voxels above 0 (MONAI's CropForeground default);
     a volume without any is kept whole."""
-    mask = (volume > 0).any(dim=0)
-    if not bool(mask.any()):
-        return volume
-    bounds = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(mask.any(dim=others)).flatten()
-        bounds.append(slice(int(present[0]), int(present[-1]) + 1))
-    return volume[:, bounds[0], bounds[1], bounds[2]]
+    box = foreground_box((volume > 0).any(dim=0))
+    return volume if box is None else volume[(slice(None), *box)]
 
 
 def how_to_get(hub_id: str) -> str:
@@ -112,15 +112,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
                                    f"{exc})") from exc
     if any(key.startswith("encoder.") for key in state):
         state = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise UnusableWeightsError(f"{path}: does not match CT-FM's SegResEncoder: missing keys "
-                                   f"{missing[:6] or 'none'}; unexpected keys {unexpected[:6] or 'none'}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UnusableWeightsError(f"{path}: does not match CT-FM's SegResEncoder: {exc}") from exc
+    load_strict(model, state, f"{path}: does not match CT-FM's SegResEncoder")
 
 
 def build(options: Mapping[str, Any], declared: Mapping[str, Any]) -> Encoder:

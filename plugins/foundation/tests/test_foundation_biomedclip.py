@@ -54,7 +54,7 @@ def test_checkpoint_missing_a_visual_key_fails_naming_the_file(tiny_clip_dir):
     state = {f"visual.{key}": value for key, value in tower.state_dict().items() if key != "head.proj.weight"}
     weights = tiny_clip_dir / "open_clip_pytorch_model.bin"
     torch.save(state, weights)
-    with pytest.raises(UserError, match=r"missing keys \['head\.proj\.weight'\]") as err:
+    with pytest.raises(UserError, match=r"missing keys \[head\.proj\.weight\]") as err:
         build_biomedclip({"local_dir": str(tiny_clip_dir)})
     assert str(weights) in str(err.value)
 

@@ -33,3 +33,9 @@ def colour(i: int) -> str:
 def linestyle(i: int) -> str:
     """Solid for the first len(palette) series, then dashed, then dotted."""
     return LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]
+
+
+def shorten(label: str, width: int = 60) -> str:
+    """``label`` cut to ``width`` characters with an ellipsis: a very long id must not squeeze the axes
+    out of a figure."""
+    return label if len(label) <= width else label[:width - 1] + "…"

@@ -32,7 +32,7 @@ from clear_bench.pipeline.evaluate import (
     evaluate_task,
     task_folder,
 )
-from clear_bench.pipeline.extract import CachedBags, Extraction, extract_embeddings
+from clear_bench.pipeline.extract import CachedBags, EncoderRecord, Extraction, extract_embeddings
 from clear_bench.pipeline.plan import PlannedTask, RunPlan, plan_run
 from clear_bench.pipeline.report import AttentionScans, choose_attention_scans, write_report
 from clear_bench.pipeline.transfer import evaluate_transfer, transfer_folder
@@ -77,8 +77,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     results, attention, embedding_sets = [], {}, {}
     for task in plan.tasks:
         inputs = task_inputs(task, extraction)
-        absent = extraction.left_out_of_task.get(task.ref.id, {})
-        sources = [CachedBags(cache, r, task.data.source) for r in extraction.records if r.id not in absent]
+        sources = [CachedBags(cache, r, task.data.source) for r in task_records(extraction, task.ref.id)]
         metrics = registry.metrics_for(task.spec.label_type)
         result = evaluate_task(inputs, sources, plan.heads, protocol, metrics,
                                task_folder(config.output_dir, task.ref.id))
@@ -93,9 +92,10 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
         transfers.append(_transfer(pair, plan, extraction, cache, protocol, registry, results,
                                    config.output_dir))
         timings[f"transfer:{pair.name}"], tick = time.perf_counter() - tick, time.perf_counter()
+    sat_out = [(encoder_id, task_id, why) for task_id, absent in extraction.left_out_of_task.items()
+               for encoder_id, why in absent.items()]
     left_out = [f"`{item.encoder_id}`: {item.reason}" for item in extraction.left_out]
-    left_out += [f"`{encoder_id}` (task {task_id}): {why}" for task_id, absent in
-                 extraction.left_out_of_task.items() for encoder_id, why in absent.items()]
+    left_out += [f"`{encoder_id}` (task {task_id}): {why}" for encoder_id, task_id, why in sat_out]
     manifest = _manifest(config, plan, extraction, protocol, results, embedding_sets, timings)
     boards = write_report(results, benchmark=config.name, run_dir=config.output_dir,
                           leaderboard_dirs=[config.leaderboard_dir], left_out=left_out, manifest=manifest,
@@ -109,8 +109,7 @@ def run_benchmark(config: BenchmarkConfig, registry: Registry, *, extract_missin
     return RunResult(config.output_dir, boards, results,
                      [*(str(item) for item in extraction.left_out),
                       *(f"encoder {encoder_id} left out of task {task_id}: {why}"
-                        for task_id, absent in extraction.left_out_of_task.items()
-                        for encoder_id, why in absent.items())], extraction.failures)
+                        for encoder_id, task_id, why in sat_out)], extraction.failures)
 
 
 def _transfer(pair: TransferRef, plan: RunPlan, extraction: Extraction, cache: EmbeddingCache,
@@ -128,10 +127,13 @@ def _transfer(pair: TransferRef, plan: RunPlan, extraction: Extraction, cache: E
         heads = [head for head in heads if head.ref.id in pair.heads]
     in_task = {cell.row.name: cell.row.summary.get(result.board.metric).mean
                for result in results if result.board.task == pair.train for cell in result.cells}
+    # an encoder that sat out either task has no bags there: it sits out the pair
+    in_test = {r.id for r in task_records(extraction, pair.test)}
+    records = [r for r in task_records(extraction, pair.train) if r.id in in_test]
     return evaluate_transfer(
         task_inputs(train, extraction), task_inputs(test, extraction),
-        [CachedBags(cache, r, train.data.source) for r in extraction.records],
-        [CachedBags(cache, r, test.data.source) for r in extraction.records], heads, protocol,
+        [CachedBags(cache, r, train.data.source) for r in records],
+        [CachedBags(cache, r, test.data.source) for r in records], heads, protocol,
         registry.metrics_for(train.spec.label_type), transfer_folder(run_dir, pair.name), in_task)
 
 
@@ -152,6 +154,12 @@ def task_inputs(task: PlannedTask, extraction: Extraction) -> TaskInputs:
                       {i: task.data.labels[i] for i in ids}, patient_of,
                       [f"{scan}: {why}" for scan, why in sorted(failed.items())], task.spec.metric,
                       site_of=task_sites(task.data, ids), notes=scan_notes(extraction, task.ref.id, ids))
+
+
+def task_records(extraction: Extraction, task_id: str) -> list[EncoderRecord]:
+    """The encoders' extraction records that take part in task ``task_id`` (not those that sat it out)."""
+    absent = extraction.left_out_of_task.get(task_id, {})
+    return [record for record in extraction.records if record.id not in absent]
 
 
 def scan_notes(extraction: Extraction, task_id: str, ids: Sequence[str]) -> dict[str, list[str]]:

@@ -214,10 +214,10 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                                splits[0], "site-shortcut")
         rows_of.append(PlannedHead(ComponentRef("linear-probe", SITE_PROBE, {}), _linear_probe_spec()))
         row_runs[SITE_PROBE] = [shortcut]
-    tuned_heads = _tuned_heads(protocol.tuning, heads)
+    tuned = tuned_heads(protocol.tuning, heads)
 
     def tuning_of(head: PlannedHead) -> Tuning | None:
-        return protocol.tuning if head.ref.id in tuned_heads else None
+        return protocol.tuning if head.ref.id in tuned else None
 
     peeked = [source.peek(ids) for source in encoders]
 
@@ -272,7 +272,7 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                 rest, site_results = rest[:-1], rest[-1:]
             subset_results = rest[len(null_results):]
             row = Row(source.label, head.ref.id, summary, source.weights, null)
-            if head.ref.id in tuned_heads:
+            if head.ref.id in tuned:
                 row.tuned = chosen_settings(results)
             if subset_results:
                 row.efficiency = _efficiency_curve(subset_results, [run.splits for run in subsets], splits[0],
@@ -298,7 +298,7 @@ def evaluate_task(inputs: TaskInputs, encoders: Sequence[BagSource], heads: Sequ
                       permutations=protocol.permutations, pairs=matrix,
                       null_heads=[] if len(null_heads) == len(heads) else sorted(null_heads),
                       fraction_draws=draws if curve_heads else 0, sites=sites if held_out else [],
-                      tuning=_tuning_note(protocol.tuning, tuned_heads),
+                      tuning=_tuning_note(protocol.tuning, tuned),
                       scan_notes={i: list(inputs.notes[i]) for i in sorted(ids) if inputs.notes.get(i)})
     return TaskResult(board, cells, task_dir)
 
@@ -317,7 +317,7 @@ def chosen_settings(results: Sequence[CrossValResult]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def _tuned_heads(tuning: Tuning | None, heads: Sequence[PlannedHead]) -> set[str]:
+def tuned_heads(tuning: Tuning | None, heads: Sequence[PlannedHead]) -> set[str]:
     """The heads the tuning applies to: those it names, else every trained (not closed-form) head."""
     if tuning is None:
         return set()

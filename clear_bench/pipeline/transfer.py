@@ -26,7 +26,7 @@ from clear_bench.evaluation.transfer import (
     transfer_split,
 )
 from clear_bench.naming import safe_filename
-from clear_bench.pipeline.evaluate import BagSource, EvaluationProtocol, TaskInputs, _tuned_heads
+from clear_bench.pipeline.evaluate import BagSource, EvaluationProtocol, TaskInputs, tuned_heads
 from clear_bench.pipeline.plan import PlannedHead
 from clear_bench.pipeline.statistics import StatsCache
 from clear_bench.specs import MetricSpec, stable_hash
@@ -60,7 +60,7 @@ def evaluate_transfer(train: TaskInputs, test: TaskInputs, train_sources: Sequen
     train_labels = labels_digest(data.labels, training_scans(splits))
     fold = splits.folds[0]
     run = CrossValRun(data.labels, splits, "transfer")
-    tuned = _tuned_heads(protocol.tuning, heads)
+    tuned = tuned_heads(protocol.tuning, heads)
     stats = StatsCache(folder / "stats")
     rows = []
     train_ids = [i.removeprefix(TRAIN) for i in training_scans(splits)]

@@ -95,26 +95,40 @@ def _delong(y: np.ndarray, scores_a: np.ndarray,
             scores_b: np.ndarray) -> tuple[float, float, float, float, float]:
     """``(auc_a, auc_b, z, p, variance of the difference)`` (nans where undefined)."""
     y = np.asarray(y).reshape(-1).astype(bool)
+    return _delong_from(_structural(y, scores_a), _structural(y, scores_b))
+
+
+_Structural = tuple[float, np.ndarray, np.ndarray] | None
+"""One score vector's AUROC and DeLong structural components of its positives and negatives (``None``
+with fewer than two cases of a class)."""
+
+
+def _structural(y: np.ndarray, scores: np.ndarray) -> _Structural:
     m, n = int(y.sum()), int((~y).sum())
     if m < 2 or n < 2:
+        return None
+    scores = np.asarray(scores, float).reshape(-1)
+    pos, neg = scores[y], scores[~y]
+    tx, ty = rankdata(pos), rankdata(neg)
+    tz = rankdata(np.concatenate([pos, neg]))
+    auc = (tz[:m].sum() / m - (m + 1) / 2) / n
+    return float(auc), (tz[:m] - tx) / n, 1.0 - (tz[m:] - ty) / m
+
+
+def _delong_from(a: _Structural, b: _Structural) -> tuple[float, float, float, float, float]:
+    """DeLong's test from two score vectors' structural components on the same cases."""
+    if a is None or b is None:
         return math.nan, math.nan, math.nan, math.nan, math.nan
-    scores = np.stack([np.asarray(scores_a, float).reshape(-1), np.asarray(scores_b, float).reshape(-1)])
-    pos, neg = scores[:, y], scores[:, ~y]
-    tx = rankdata(pos, axis=1)
-    ty = rankdata(neg, axis=1)
-    tz = rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-    aucs = (tz[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
-    v_pos = (tz[:, :m] - tx) / n  # structural components of the positives
-    v_neg = 1.0 - (tz[:, m:] - ty) / m  # and of the negatives
-    s = np.cov(v_pos) / m + np.cov(v_neg) / n
+    m, n = len(a[1]), len(a[2])
+    s = np.cov(np.stack([a[1], b[1]])) / m + np.cov(np.stack([a[2], b[2]])) / n
     variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
-    difference = aucs[0] - aucs[1]
+    difference = a[0] - b[0]
     if variance <= 1e-15:
         if abs(difference) > 1e-12:  # the AUROCs differ but the variance estimate degenerates: undefined
-            return float(aucs[0]), float(aucs[1]), math.nan, math.nan, math.nan
-        return float(aucs[0]), float(aucs[1]), 0.0, 1.0, 0.0
+            return a[0], b[0], math.nan, math.nan, math.nan
+        return a[0], b[0], 0.0, 1.0, 0.0
     z = difference / math.sqrt(variance)
-    return float(aucs[0]), float(aucs[1]), float(z), float(2 * norm.sf(abs(z))), variance
+    return a[0], b[0], float(z), float(2 * norm.sf(abs(z))), variance
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -223,6 +237,7 @@ def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult
 
     comparisons = []
     auroc = draws.metric == "auroc"
+    structurals: dict[int, dict[tuple[str, int], _Structural]] = {}
     for row, reference, kind in pairs:
         differences = draws.draws[row] - draws.draws[reference]
         low, high = percentile_interval(differences, level)
@@ -231,7 +246,7 @@ def compare_pairs(results: Mapping[str, CrossValResult | Sequence[CrossValResult
             row, reference, draws.metric, draws.label, point[reference], point[row],
             point[row] - point[reference], low, high, bootstrap_p_value(differences), kind=kind,
             p_floor=p_floor(draws.n_boot),
-            delong=_delong_tests(first(row), first(reference), draws.label) if auroc else [],
+            delong=_delong_tests(first(row), first(reference), draws.label, structurals) if auroc else [],
         ))
     for comparison, adjusted in zip(comparisons, holm([c.p_value for c in comparisons]), strict=True):
         comparison.p_holm = adjusted
@@ -257,19 +272,34 @@ def _only(name: str, metrics: Sequence[MetricSpec] | None) -> list[MetricSpec]:
     raise KeyError(f"unknown metric '{name}'")
 
 
-def _delong_tests(reference: CrossValResult, other: CrossValResult, label: str) -> list[DeLongTest]:
-    """Per fold and per label (or the one label asked for), plus the combination over folds."""
-    labels = reference.label_names if label == MACRO else [label]
-    tests = []
-    other_folds = {f.fold: f for f in other.folds}
+def _fold_structurals(result: CrossValResult, labels: Sequence[str]) -> dict[tuple[str, int], _Structural]:
+    """DeLong structural components of every (label, fold) of a row: computed once per row, shared by every
+    pair the row is in."""
+    out = {}
     for name in labels:
-        j = reference.label_names.index(name)
+        j = result.label_names.index(name)
+        for fold in result.folds:
+            y = result.targets(fold.test_ids)
+            y = (y == j) if result.label_type == "multiclass" else y[:, j]
+            out[name, fold.fold] = _structural(np.asarray(y).reshape(-1).astype(bool), fold.test_probs[:, j])
+    return out
+
+
+def _delong_tests(reference: CrossValResult, other: CrossValResult, label: str,
+                  cache: dict[int, dict[tuple[str, int], _Structural]] | None = None) -> list[DeLongTest]:
+    """Per fold and per label (or the one label asked for), plus the combination over folds. ``cache``
+    (keyed by ``id`` of the result) keeps each row's structural components across pairs."""
+    labels = reference.label_names if label == MACRO else [label]
+    cache = {} if cache is None else cache
+    for result in (reference, other):
+        if id(result) not in cache:
+            cache[id(result)] = _fold_structurals(result, labels)
+    mine, theirs = cache[id(reference)], cache[id(other)]
+    tests = []
+    for name in labels:
         total_diff, total_var, aucs = 0.0, 0.0, []
         for fold in sorted(reference.folds, key=lambda f: f.fold):
-            y = reference.targets(fold.test_ids)
-            y = (y == j) if reference.label_type == "multiclass" else y[:, j]
-            a, b = fold.test_probs[:, j], other_folds[fold.fold].test_probs[:, j]
-            auc_a, auc_b, z, p, variance = _delong(y, a, b)
+            auc_a, auc_b, z, p, variance = _delong_from(mine[name, fold.fold], theirs[name, fold.fold])
             tests.append(DeLongTest(fold.fold, name, auc_a, auc_b, z, p))
             if not math.isnan(variance):
                 total_diff += auc_a - auc_b

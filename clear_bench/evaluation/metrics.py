@@ -45,8 +45,18 @@ def _finish(values: np.ndarray, single: bool):
     return float(values[0]) if single else values
 
 
+_PAIR_LIMIT = 250_000
+"""Positive x negative pairs up to which many-resample AUROCs go through a pair matrix (one matrix product)
+rather than one sort-and-cumulate pass per resample."""
+
+
 def auroc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None):
     """Area under the ROC curve of ``scores`` for 0/1 labels ``y``; ``nan`` without both classes."""
+    if weights is not None and np.ndim(weights) == 2 and len(weights) > 1:
+        y_bool = np.asarray(y).reshape(-1).astype(bool)
+        if 0 < y_bool.sum() * (~y_bool).sum() <= _PAIR_LIMIT:
+            return _pairwise_auroc(y_bool, np.asarray(scores, dtype=np.float64).reshape(-1),
+                                   np.asarray(weights, dtype=np.float64))
     pos, neg, starts, single = _prepare(y, scores, weights, descending=False)
     if pos.shape[1] == 0:
         return _finish(np.full(pos.shape[0], np.nan), single)
@@ -58,6 +68,21 @@ def auroc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None):
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(denominator > 0, u / denominator, np.nan)
     return _finish(values, single)
+
+
+def _pairwise_auroc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted Mann-Whitney AUROC of every row of ``weights [B, n]``: ``w_pos @ C @ w_neg`` with ``C`` the
+    pair matrix (1 where the positive scores higher, 1/2 on ties). With integer weights (bootstrap counts)
+    every sum is exact, so the values equal the sort-based ones bit for bit."""
+    if y.shape != scores.shape or weights.shape[1] != len(y):
+        raise ValueError(f"labels {y.shape}, scores {scores.shape} and weights {weights.shape} differ")
+    pos, neg = scores[y], scores[~y]
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    w_pos, w_neg = weights[:, y], weights[:, ~y]
+    u = np.einsum("bj,bj->b", w_pos @ pairs, w_neg)
+    denominator = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, u / denominator, np.nan)
 
 
 def auprc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None):

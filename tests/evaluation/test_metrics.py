@@ -90,6 +90,23 @@ def test_weighted_metric_equals_metric_of_the_explicit_resample():
     assert auprc(y, scores, counts) == pytest.approx(average_precision_score(y[draw], scores[draw]))
 
 
+def test_many_resample_auroc_equals_each_resample_computed_alone():
+    """The pair-matrix path (many resamples at once) gives, bit for bit, each resample's own AUROC, ties,
+    empty resamples and one-class resamples included."""
+    rng = np.random.default_rng(7)
+    for n in (3, 17, 40):
+        y = rng.random(n) < 0.4
+        y[:2] = [True, False]
+        scores = np.round(rng.random(n), 1)  # many ties
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=300).astype(float)
+        counts[0] = 0.0
+        counts[1] = np.where(y, 0.0, 1.0)  # negatives only
+        together = auroc(y, scores, counts)
+        alone = np.array([auroc(y, scores, row) for row in counts])
+        np.testing.assert_array_equal(together, alone)
+        assert np.isnan(together[:2]).all() and np.isfinite(together).sum() > 200
+
+
 def test_single_class_label_is_skipped_not_faked():
     y = np.array([[1, 0], [1, 1], [1, 0], [1, 1]])
     probs = np.array([[0.2, 0.9], [0.4, 0.8], [0.6, 0.1], [0.8, 0.7]])
